@@ -1,0 +1,322 @@
+"""``certify``: from a model and a dataset to certified accuracies (SCIENCE §1).
+
+:func:`plan_certificate` decides which margin-to-radius rule applies and on
+what basis (verified from the weights, declared in metadata, or assumed by
+the user); :func:`certify` streams the data through the model and returns a
+frozen :class:`CertifyReport`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .checkpoint import LoadedModel
+from .data import Dataset, check_against_model
+from .defaults import DEFAULT_BATCH_SIZE
+from .errors import BadInputError, LipschitzUnverifiedError
+from .flags import Flag, check_outputs, check_training_mode
+from .margins import (
+    CERTIFICATES,
+    certified_mask,
+    logit_stats,
+    norm_conversion_factor,
+    pairwise_radius,
+    radius_from_gap,
+)
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CertificatePlan:
+    """Which radius rule is used, with which constant, and why it is trusted."""
+
+    certificate: str  #: l2-multi, l2-single, linf-dist or pairwise
+    certificate_norm: str  #: norm the rule certifies in
+    norm: str  #: norm the user asked for (radii are converted to it)
+    divisor: float
+    lipschitz_constant: float
+    lipschitz_verified: bool
+    #: ``verified`` (bound computed from the weights), ``declared`` (metadata),
+    #: ``assumed`` (user said so with --assume-lipschitz / --certificate)
+    basis: str
+    reason: str
+    norm_factor: float = 1.0  #: radius conversion from certificate_norm to norm
+    #: K×K sound Lipschitz bounds of y_i − y_j, for the pairwise rule
+    pair_constants: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def radii(self, logits: torch.Tensor, stats) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        if self.pair_constants is not None:
+            r = pairwise_radius(logits, stats.prediction, self.pair_constants, stats.safety)
+        else:
+            r = radius_from_gap(stats.gap, stats.safety, self.divisor, self.lipschitz_constant)
+        return r * self.norm_factor
+
+
+@dataclass(frozen=True)
+class EpsResult:
+    eps: float
+    certified_accuracy: float
+    certified_count: int
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Per-example records, as numpy arrays of equal length."""
+
+    index: np.ndarray
+    label: np.ndarray
+    prediction: np.ndarray
+    gap: np.ndarray
+    margin: np.ndarray
+    radius: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.label == self.prediction
+
+    def certified(self, eps: float) -> np.ndarray:
+        return self.correct & (self.radius > eps)
+
+
+@dataclass(frozen=True)
+class CertifyReport:
+    lipcert_version: str
+    model: dict[str, str]
+    data: dict[str, object]
+    norm: str
+    plan: CertificatePlan
+    clean_accuracy: float
+    mean_gap: float
+    median_radius: float
+    results: tuple[EpsResult, ...]
+    examples: Examples
+    flags: tuple[Flag, ...]
+    partial: bool
+    seed: int | None
+    seconds: float
+
+    @property
+    def n(self) -> int:
+        return len(self.examples)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _claim_certificate(claim, norm: str) -> str | None:  # type: ignore[no-untyped-def]
+    """Best rule a declared claim supports for ``norm``."""
+    if claim is None:
+        return None
+    if claim.norm == "linf":
+        return "linf-dist"
+    if claim.kind == "vector" and norm == "l2":
+        return "l2-single"
+    return "l2-multi"
+
+
+def plan_certificate(
+    model: LoadedModel,
+    *,
+    norm: str,
+    certificate: str = "auto",
+    lipschitz_constant: float | None = None,
+    assume_lipschitz: bool = False,
+    input_dim: int,
+) -> CertificatePlan:
+    """Choose the radius rule (see the module docs).
+
+    A claim is taken from the model's metadata.  When it cannot be verified
+    from the weights, the plan records ``lipschitz_verified=False`` and the
+    basis it rests on, and certify raises the ``lipschitz-assumed`` flag.
+    """
+    from .lipschitz import verify_certificate  # analyser; may refuse
+
+    if norm not in ("l2", "linf"):
+        raise BadInputError(f"expected --norm l2 or linf, got {norm!r}")
+    if lipschitz_constant is not None and not (0 < lipschitz_constant < math.inf):
+        raise BadInputError(f"--lipschitz-constant must be positive and finite, got {lipschitz_constant}")
+    claim = model.metadata.lipschitz
+    requested = certificate
+    if certificate == "auto":
+        certificate = _claim_certificate(claim, norm) or "auto"
+    if certificate != "auto" and certificate not in CERTIFICATES:
+        raise BadInputError(f"expected --certificate auto or one of {sorted(CERTIFICATES)}, got {certificate!r}")
+    return verify_certificate(
+        model,
+        norm=norm,
+        certificate=certificate,
+        requested=requested,
+        lipschitz_constant=lipschitz_constant,
+        assume_lipschitz=assume_lipschitz,
+        input_dim=input_dim,
+    )
+
+
+def declared_plan(model: LoadedModel, *, norm: str, certificate: str, lipschitz_constant: float | None,
+                  assume_lipschitz: bool, input_dim: int, reason_unverified: str) -> CertificatePlan:
+    """A plan resting on the declared claim or the user's assumption (not verified)."""
+    kind = CERTIFICATES[certificate]
+    claim = model.metadata.lipschitz
+    declared = claim is not None and claim.norm == kind.norm and claim.kind in kind.implied_by
+    L = lipschitz_constant if lipschitz_constant is not None else (claim.constant if declared and claim else 1.0)
+    if declared and claim is not None and L < claim.constant:
+        raise BadInputError(
+            f"--lipschitz-constant {L} is below the declared constant {claim.constant}; that would over-claim"
+        )
+    if not declared and not assume_lipschitz:
+        raise LipschitzUnverifiedError(
+            f"certificate {certificate} needs {kind.description.split(':')[0]}, which could not be verified "
+            f"({reason_unverified}); pass --assume-lipschitz to certify under that assumption"
+        )
+    basis = "declared" if declared else "assumed"
+    return CertificatePlan(
+        certificate=certificate,
+        certificate_norm=kind.norm,
+        norm=norm,
+        divisor=kind.divisor,
+        lipschitz_constant=float(L),
+        lipschitz_verified=False,
+        basis=basis,
+        reason=reason_unverified,
+        norm_factor=norm_conversion_factor(kind.norm, norm, input_dim),
+    )
+
+
+# --------------------------------------------------------------------------- running
+
+
+def parse_eps(values: Sequence[float | str]) -> tuple[float, ...]:
+    """Accept ``[0.5, "1,1.5"]``; reject non-positive, non-finite and duplicate values."""
+    out: list[float] = []
+    for v in values:
+        parts = str(v).split(",") if isinstance(v, str) else [v]
+        for part in parts:
+            if isinstance(part, str) and not part.strip():
+                continue
+            try:
+                e = float(part)
+            except ValueError:
+                raise BadInputError(f"--eps expects numbers like 0.5 or 0.5,1,1.5; got {part!r}") from None
+            if not (e > 0 and math.isfinite(e)):
+                raise BadInputError(f"--eps must be positive and finite, got {e}")
+            if e in out:
+                raise BadInputError(f"--eps {e} is given twice; list each value once")
+            out.append(e)
+    if not out:
+        raise BadInputError("give at least one --eps value")
+    return tuple(out)
+
+
+def model_num_classes(model: LoadedModel, data: Dataset, device: torch.device) -> tuple[int, list[Flag]]:
+    """Run one small batch: check the data fits the model, count outputs, raise sanity flags."""
+    x, _ = data.batch(0, min(len(data), 8), device)
+    try:
+        with torch.inference_mode():
+            out = model.module(x)
+            out2 = model.module(x)
+    except Exception as err:
+        raise BadInputError(
+            f"the model cannot run on data of shape {tuple(x.shape[1:])}: {str(err).splitlines()[0][:160]}"
+        ) from err
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise BadInputError(f"the model must return logits of shape batch×classes, got {getattr(out, 'shape', type(out))}")
+    flags = check_outputs(out, out2)
+    if model.exported is None:  # exported graphs are traced in eval mode
+        flags += check_training_mode(model.module)
+    return int(out.shape[1]), flags
+
+
+def certify(
+    model: LoadedModel,
+    data: Dataset,
+    *,
+    norm: str,
+    eps: Sequence[float],
+    certificate: str = "auto",
+    lipschitz_constant: float | None = None,
+    assume_lipschitz: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: torch.device | str = "cpu",
+    seed: int | None = None,
+    progress: ProgressFn | None = None,
+) -> CertifyReport:
+    """Certify every example of ``data``; see :class:`CertifyReport`.
+
+    A ``KeyboardInterrupt`` stops the run and returns what was done, with
+    ``partial=True``.
+    """
+    eps_t = parse_eps(list(eps))
+    device = torch.device(device)
+    start = time.perf_counter()
+    num_classes, flags = model_num_classes(model, data, device)
+    meta = model.metadata
+    check_against_model(data, meta.input_shape, meta.bounds, num_classes)
+    input_dim = int(np.prod(data.input_shape))
+    plan = plan_certificate(model, norm=norm, certificate=certificate, lipschitz_constant=lipschitz_constant,
+                            assume_lipschitz=assume_lipschitz, input_dim=input_dim)
+    if not plan.lipschitz_verified:
+        flags.append(Flag("lipschitz-assumed", f"certificate {plan.certificate} rests on a {plan.basis} "
+                                               f"Lipschitz property: {plan.reason}"))
+    cols, partial = _run_batches(model, data, plan, batch_size, device, progress)
+    examples = Examples(**{k: v.cpu().numpy() for k, v in cols.items()})
+    return _summarise(model, data, norm, plan, eps_t, examples, flags, partial, seed, time.perf_counter() - start)
+
+
+def _run_batches(model: LoadedModel, data: Dataset, plan: CertificatePlan, batch_size: int,
+                 device: torch.device, progress: ProgressFn | None) -> tuple[dict[str, torch.Tensor], bool]:
+    chunks: dict[str, list[torch.Tensor]] = {k: [] for k in ("label", "prediction", "gap", "margin", "radius")}
+    done, partial = 0, False
+    try:
+        with torch.inference_mode():
+            for _, x, y in data.batches(batch_size, device):
+                logits = model.module(x)
+                stats = logit_stats(logits, y)
+                for key, value in (("label", y), ("prediction", stats.prediction), ("gap", stats.gap),
+                                   ("margin", stats.margin), ("radius", plan.radii(logits, stats))):
+                    chunks[key].append(value)
+                done += x.shape[0]
+                if progress is not None:
+                    progress(done, len(data))
+    except KeyboardInterrupt:
+        partial = True
+    cols = {k: (torch.cat(v) if v else torch.empty(0)) for k, v in chunks.items()}
+    cols["index"] = torch.arange(done)
+    return cols, partial
+
+
+def _summarise(model: LoadedModel, data: Dataset, norm: str, plan: CertificatePlan, eps: tuple[float, ...],
+               ex: Examples, flags: list[Flag], partial: bool, seed: int | None, seconds: float) -> CertifyReport:
+    n = len(ex)
+    correct = ex.correct
+    results = []
+    for e in eps:
+        mask = certified_mask(torch.from_numpy(ex.radius), torch.from_numpy(correct), e)
+        count = int(mask.sum())
+        results.append(EpsResult(eps=e, certified_accuracy=count / n if n else 0.0, certified_count=count))
+    return CertifyReport(
+        lipcert_version=__version__,
+        model=model.info,
+        data={"source": data.source, "split": data.split, "n": n},
+        norm=norm,
+        plan=plan,
+        clean_accuracy=float(correct.mean()) if n else 0.0,
+        mean_gap=float(ex.gap.mean()) if n else 0.0,
+        median_radius=float(np.median(ex.radius)) if n else 0.0,
+        results=tuple(results),
+        examples=ex,
+        flags=tuple(flags),
+        partial=partial,
+        seed=seed,
+        seconds=seconds,
+    )

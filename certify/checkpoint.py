@@ -1,0 +1,583 @@
+"""Loading and saving models: the one module that touches checkpoint files.
+
+Formats are detected from the file's *content*, never its name:
+
+========================  ==========================================================
+format                    how it is recognised / loaded
+========================  ==========================================================
+``torch.export``          zip archive with ``models/model.json`` (``torch.export.save``)
+``torchscript``           zip archive with ``code/`` and ``constants.pkl``
+``state_dict``            ``torch.save`` archive loaded with ``weights_only=True``,
+                          plus an architecture (``module:Class`` or a YAML spec)
+``safetensors``           8-byte header length + JSON header, plus an architecture
+``onnx``                  protobuf ``ModelProto`` (optional extra ``lipcert[onnx]``)
+``pickle``                anything ``weights_only`` refuses: only with ``trust=True``
+========================  ==========================================================
+
+Every loaded model is put in eval mode and takes inputs in *pixel space*: if the
+metadata says normalisation is not part of the stored model, it is prepended
+here, so that ε is always measured on the raw input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import io
+import json
+import os
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .errors import BadInputError, UnsafeCheckpointError
+
+METADATA_FILE = "lipcert.json"
+STATE_DICT_FORMAT_KEY = "lipcert_format"
+STATE_DICT_FORMAT_VERSION = 1
+
+NORMS = ("l2", "linf")
+#: ``per-logit``: every logit y_k is C-Lipschitz; ``vector``: the whole logit
+#: vector is C-Lipschitz (norm → same norm).
+LIPSCHITZ_KINDS = ("per-logit", "vector")
+
+
+@dataclass(frozen=True)
+class LipschitzClaim:
+    """A Lipschitz property declared for a model (not yet verified)."""
+
+    norm: str
+    kind: str
+    constant: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise BadInputError(f"Lipschitz claim: expected norm in {NORMS}, got {self.norm!r}")
+        if self.kind not in LIPSCHITZ_KINDS:
+            raise BadInputError(
+                f"Lipschitz claim: expected kind in {LIPSCHITZ_KINDS}, got {self.kind!r}"
+            )
+        if not (self.constant > 0 and self.constant < float("inf")):
+            raise BadInputError(
+                f"Lipschitz claim: expected a positive finite constant, got {self.constant!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What lipcert knows about a model besides its weights."""
+
+    input_shape: tuple[int, ...] | None = None  #: one example, without the batch dimension
+    bounds: tuple[float, float] = (0.0, 1.0)  #: valid input range in pixel space
+    mean: tuple[float, ...] | None = None  #: per-channel normalisation mean
+    std: tuple[float, ...] | None = None  #: per-channel normalisation std
+    #: True when the stored model already applies (x - mean) / std itself.
+    normalization_in_model: bool = True
+    dataset: str | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    lipschitz: LipschitzClaim | None = None
+    description: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> "ModelMetadata":
+        if not raw:
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise BadInputError(
+                f"model metadata: unknown keys {unknown}; valid keys are {sorted(known)}"
+            )
+        kw: dict[str, Any] = dict(raw)
+        for key in ("input_shape", "bounds", "mean", "std", "class_names"):
+            if kw.get(key) is not None:
+                kw[key] = tuple(kw[key])
+        if kw.get("lipschitz") is not None:
+            kw["lipschitz"] = LipschitzClaim(**kw["lipschitz"])
+        meta = cls(**kw)
+        lo, hi = meta.bounds
+        if not lo < hi:
+            raise BadInputError(f"model metadata: expected bounds [lo, hi] with lo < hi, got {meta.bounds}")
+        return meta
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to evaluate: eval mode, pixel-space inputs."""
+
+    module: nn.Module
+    format: str
+    path: str
+    sha256: str
+    metadata: ModelMetadata
+    #: The torch.export program when the checkpoint was one (the Lipschitz
+    #: analyser reads its graph); None otherwise.
+    exported: Any = field(default=None, repr=False, compare=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    @property
+    def info(self) -> dict[str, str]:
+        return {"path": self.path, "sha256": self.sha256, "format": self.format}
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, prepended so ε lives in pixel space."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        if any(s <= 0 for s in std):
+            raise BadInputError(f"normalisation std must be positive, got {std}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # flat inputs: one channel
+            return (x - self.mean.flatten()[0]) / self.std.flatten()[0]
+        return (x - self.mean) / self.std
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_file(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(f"checkpoint {str(p)!r} does not exist; check the path")
+    if p.is_dir():
+        raise BadInputError(f"checkpoint {str(p)!r} is a directory; expected a model file")
+    if p.stat().st_size == 0:
+        raise BadInputError(f"checkpoint {str(p)!r} is empty; re-save the model")
+    return p
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Return the checkpoint format from the file's bytes (see module docs)."""
+    p = _check_file(path)
+    with open(p, "rb") as f:
+        head = f.read(16)
+    if zipfile.is_zipfile(p):
+        try:
+            names = zipfile.ZipFile(p).namelist()
+        except (zipfile.BadZipFile, OSError) as err:
+            raise BadInputError(f"checkpoint {str(p)!r} is a damaged zip archive ({err}); re-save it") from err
+        if any(n.endswith("models/model.json") or n.endswith("/archive_format") for n in names):
+            return "torch.export"
+        if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+            return "torchscript"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch.save"
+        raise BadInputError(
+            f"checkpoint {str(p)!r} is a zip archive but not a torch.export, TorchScript or torch.save file"
+        )
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 2 <= n < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    if head[:1] == b"\x80":  # pickle protocol marker: legacy torch.save or raw pickle
+        return "torch.save"
+    if _looks_like_onnx(p):
+        return "onnx"
+    raise BadInputError(
+        f"checkpoint {str(p)!r} has an unknown format; expected torch.export (.pt2), TorchScript, "
+        "a torch.save state_dict, safetensors or ONNX"
+    )
+
+
+def _looks_like_onnx(p: Path) -> bool:
+    # ModelProto starts with field 1 (ir_version, varint: tag 0x08) in practice.
+    with open(p, "rb") as f:
+        head = f.read(2)
+    return head[:1] == b"\x08" and len(head) == 2 and head[1] < 0x20
+
+
+def resolve_class(spec: str) -> type[nn.Module]:
+    """Import ``package.module:Class`` (the user names the code to run)."""
+    if ":" not in spec:
+        raise BadInputError(f"architecture: expected 'module:Class', got {spec!r}")
+    mod_name, _, cls_name = spec.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as err:
+        raise BadInputError(
+            f"architecture: cannot import module {mod_name!r} ({err}); is it on PYTHONPATH?"
+        ) from err
+    obj: Any = mod
+    for part in cls_name.split("."):
+        if not hasattr(obj, part):
+            raise BadInputError(f"architecture: {mod_name!r} has no attribute {cls_name!r}")
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)) and not callable(obj):
+        raise BadInputError(f"architecture: {spec!r} is not an nn.Module class or factory")
+    return obj
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How to build the module a state_dict belongs to."""
+
+    cls: str | None = None  #: ``module:Class``
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    layers: tuple[Any, ...] | None = None  #: a sequential spec from YAML
+    metadata: Mapping[str, Any] | None = None
+
+    def build(self) -> nn.Module:
+        if self.layers is not None:
+            return _build_sequential(self.layers)
+        if self.cls is None:
+            raise BadInputError("architecture: give 'class: module:Class' or 'layers: [...]'")
+        factory = resolve_class(self.cls)
+        try:
+            return factory(**dict(self.kwargs))
+        except TypeError as err:
+            raise BadInputError(f"architecture {self.cls}: bad keyword arguments ({err})") from err
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.cls is not None:
+            out["class"] = self.cls
+            out["kwargs"] = dict(self.kwargs)
+        if self.layers is not None:
+            out["layers"] = list(self.layers)
+        return out
+
+
+def _build_sequential(layers: tuple[Any, ...]) -> nn.Module:
+    """Build ``nn.Sequential`` from ``[{Conv2d: [1, 16, 3]}, "ReLU", {Linear: {in_features: 4, ...}}]``.
+
+    Names are looked up in ``torch.nn`` and in lipcert's own layers
+    (:mod:`certify.layers`, when present).
+    """
+    mods: list[nn.Module] = []
+    for i, item in enumerate(layers):
+        if isinstance(item, str):
+            name, args = item, []
+        elif isinstance(item, Mapping) and len(item) == 1:
+            ((name, args),) = item.items()
+        else:
+            raise BadInputError(f"model spec: layers[{i}] must be 'Name' or {{Name: args}}, got {item!r}")
+        cls = _layer_class(name, i)
+        try:
+            if isinstance(args, Mapping):
+                mods.append(cls(**args))
+            elif isinstance(args, (list, tuple)):
+                mods.append(cls(*args))
+            else:
+                mods.append(cls(args))
+        except TypeError as err:
+            raise BadInputError(f"model spec: layers[{i}] {name}: {err}") from err
+    return nn.Sequential(*mods)
+
+
+def _layer_class(name: str, i: int) -> Any:
+    if hasattr(nn, name):
+        return getattr(nn, name)
+    try:
+        layers_mod = importlib.import_module("certify.layers")
+        if hasattr(layers_mod, name):
+            return getattr(layers_mod, name)
+    except ImportError:
+        pass
+    raise BadInputError(f"model spec: layers[{i}]: unknown layer {name!r} (torch.nn or certify.layers)")
+
+
+def load_architecture(spec: str | os.PathLike[str] | None, kwargs: Mapping[str, Any] | None = None) -> Architecture | None:
+    """``module:Class`` (with kwargs) or the path of a YAML model spec."""
+    if spec is None:
+        return None
+    spec = str(spec)
+    if spec.endswith((".yaml", ".yml")) or (os.path.exists(spec) and ":" not in spec):
+        from .io import load_yaml_file
+
+        raw = load_yaml_file(spec)
+        if not isinstance(raw, Mapping):
+            raise BadInputError(f"model spec {spec!r}: expected a mapping with 'class' or 'layers'")
+        valid = {"class", "kwargs", "layers", "metadata"}
+        unknown = sorted(set(raw) - valid)
+        if unknown:
+            raise BadInputError(f"model spec {spec!r}: unknown keys {unknown}; valid keys are {sorted(valid)}")
+        return Architecture(
+            cls=raw.get("class"),
+            kwargs=dict(raw.get("kwargs") or {}),
+            layers=tuple(raw["layers"]) if raw.get("layers") is not None else None,
+            metadata=raw.get("metadata"),
+        )
+    return Architecture(cls=spec, kwargs=dict(kwargs or {}))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    arch: Architecture | None = None,
+    trust_checkpoint: bool = False,
+    metadata_overrides: Mapping[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load a checkpoint safely (see the module docs for formats).
+
+    Raises :class:`BadInputError` for anything unusable and
+    :class:`UnsafeCheckpointError` for a pickle when ``trust_checkpoint`` is
+    False.
+    """
+    p = _check_file(path)
+    fmt = detect_format(p)
+    exported = None
+    meta_raw: dict[str, Any] = {}
+    if fmt == "torch.export":
+        module, meta_raw, exported = _load_export(p)
+    elif fmt == "torchscript":
+        module, meta_raw = _load_torchscript(p)
+    elif fmt == "safetensors":
+        module, meta_raw = _load_safetensors(p, arch)
+    elif fmt == "onnx":
+        module = _load_onnx(p)
+    else:
+        module, meta_raw, fmt = _load_torch_save(p, arch, trust_checkpoint)
+    if arch is not None and arch.metadata:
+        meta_raw = {**meta_raw, **dict(arch.metadata)}
+    if metadata_overrides:
+        meta_raw = {**meta_raw, **dict(metadata_overrides)}
+    metadata = ModelMetadata.from_dict(meta_raw)
+    module = _finalize(module, metadata, exported is not None, device)
+    if not metadata.normalization_in_model:
+        metadata = dataclasses.replace(metadata, normalization_in_model=True)
+    return LoadedModel(module=module, format=fmt, path=str(p), sha256=sha256_of(p),
+                       metadata=metadata, exported=exported)
+
+
+def _finalize(module: nn.Module, metadata: ModelMetadata, is_export: bool, device: Any) -> nn.Module:
+    if not is_export:
+        module.eval()
+    else:
+        _export_eval(module)
+    if not metadata.normalization_in_model and metadata.mean is not None:
+        if metadata.std is None:
+            raise BadInputError("model metadata gives 'mean' without 'std'")
+        module = nn.Sequential(Normalize(metadata.mean, metadata.std), module)
+        if is_export:
+            _export_eval(module[0])
+        else:
+            module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        module.to(device)
+    except RuntimeError as err:  # e.g. exported programs with fixed device
+        raise BadInputError(f"cannot move model to {device}: {err}") from err
+    return module
+
+
+def _export_eval(module: nn.Module) -> None:
+    # ExportedProgram.module() refuses .eval() in some torch versions: it is
+    # traced in eval mode when saved by lipcert; try, and ignore refusal.
+    try:
+        module.eval()
+    except (NotImplementedError, RuntimeError):
+        pass
+
+
+def _read_meta_json(raw: str, where: str) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise BadInputError(f"{where}: lipcert.json metadata is not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise BadInputError(f"{where}: lipcert.json metadata must be a JSON object")
+    return data
+
+
+def _load_export(p: Path) -> tuple[nn.Module, dict[str, Any], Any]:
+    extra = {METADATA_FILE: ""}
+    try:
+        ep = torch.export.load(str(p), extra_files=extra)
+    except Exception as err:  # damaged archives raise many types
+        raise BadInputError(f"cannot read torch.export program {str(p)!r}: {_short(err)}") from err
+    return ep.module(), _read_meta_json(extra[METADATA_FILE], str(p)), ep
+
+
+def _load_torchscript(p: Path) -> tuple[nn.Module, dict[str, Any]]:
+    extra = {METADATA_FILE: ""}
+    try:
+        module = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+    except Exception as err:
+        raise BadInputError(f"cannot read TorchScript archive {str(p)!r}: {_short(err)}") from err
+    return module, _read_meta_json(extra[METADATA_FILE], str(p))
+
+
+def _load_torch_save(p: Path, arch: Architecture | None, trust: bool) -> tuple[nn.Module, dict[str, Any], str]:
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as err:
+        if not _is_unpickling_refusal(err):
+            raise BadInputError(f"cannot read checkpoint {str(p)!r}: {_short(err)}; is it truncated?") from err
+        if not trust:
+            raise UnsafeCheckpointError(
+                f"checkpoint {str(p)!r} is an arbitrary pickle that could run code when loaded; "
+                "re-save it as a state_dict, TorchScript or torch.export program, or pass "
+                "--trust-checkpoint if you trust its source"
+            ) from None
+        obj = torch.load(str(p), map_location="cpu", weights_only=False)  # user opted in
+        if isinstance(obj, nn.Module):
+            return obj, {}, "pickle"
+    return _module_from_state(obj, arch, str(p)) + ("state_dict",)
+
+
+def _is_unpickling_refusal(err: Exception) -> bool:
+    import pickle
+
+    return isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in str(err)
+
+
+def _module_from_state(obj: Any, arch: Architecture | None, where: str) -> tuple[nn.Module, dict[str, Any]]:
+    meta: dict[str, Any] = {}
+    if isinstance(obj, Mapping) and STATE_DICT_FORMAT_KEY in obj:
+        meta = dict(obj.get("metadata") or {})
+        if arch is None and obj.get("architecture"):
+            a = obj["architecture"]
+            arch = Architecture(cls=a.get("class"), kwargs=a.get("kwargs") or {},
+                                layers=tuple(a["layers"]) if a.get("layers") else None)
+        state = obj.get("state_dict")
+    else:
+        state = obj
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BadInputError(f"checkpoint {where!r}: expected a state_dict (a mapping of names to tensors)")
+    if arch is None:
+        raise BadInputError(
+            f"checkpoint {where!r} is a state_dict without an architecture; pass --arch module:Class "
+            "(with --arch-kwargs) or --arch spec.yaml"
+        )
+    module = arch.build()
+    _load_state(module, state, where)
+    return module, meta
+
+
+def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    for name, t in state.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise BadInputError(f"checkpoint {where!r}: tensor {name!r} has NaN or Inf values")
+    try:
+        module.load_state_dict(dict(state), strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise BadInputError(
+            f"checkpoint {where!r} does not match the architecture: {detail[:300]}"
+        ) from err
+
+
+def _load_safetensors(p: Path, arch: Architecture | None) -> tuple[nn.Module, dict[str, Any]]:
+    try:
+        from safetensors import safe_open
+    except ImportError as err:
+        raise BadInputError("safetensors checkpoints need 'pip install lipcert[safetensors]'") from err
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            raw_meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:
+        raise BadInputError(f"cannot read safetensors file {str(p)!r}: {_short(err)}") from err
+    meta = _read_meta_json(raw_meta.get(METADATA_FILE, ""), str(p))
+    if arch is None and raw_meta.get("lipcert_architecture"):
+        a = json.loads(raw_meta["lipcert_architecture"])
+        arch = Architecture(cls=a.get("class"), kwargs=a.get("kwargs") or {},
+                            layers=tuple(a["layers"]) if a.get("layers") else None)
+    if arch is None:
+        raise BadInputError(
+            f"safetensors file {str(p)!r} has no architecture; pass --arch module:Class or --arch spec.yaml"
+        )
+    module = arch.build()
+    _load_state(module, state, str(p))
+    return module, meta
+
+
+def _load_onnx(p: Path) -> nn.Module:
+    try:
+        import onnx
+        from onnx2torch import convert
+    except ImportError as err:
+        raise BadInputError(
+            f"{str(p)!r} looks like ONNX; install the optional extra: pip install 'lipcert[onnx]'"
+        ) from err
+    try:
+        return convert(onnx.load(str(p)))
+    except Exception as err:
+        raise BadInputError(f"cannot convert ONNX model {str(p)!r}: {_short(err)}") from err
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_model(
+    module: nn.Module,
+    path: str | os.PathLike[str],
+    metadata: ModelMetadata,
+    *,
+    format: str = "torch.export",
+    example_input: torch.Tensor | None = None,
+    architecture: Architecture | None = None,
+) -> Path:
+    """Save ``module`` with its metadata in one of lipcert's formats.
+
+    ``torch.export`` and ``torchscript`` need ``example_input`` (one batch);
+    ``state_dict`` needs ``architecture`` so it can be rebuilt.  The file is
+    written atomically.
+    """
+    from .io import atomic_path
+
+    module = module.eval()
+    meta_json = json.dumps(metadata.to_dict())
+    with atomic_path(path) as tmp:
+        if format == "torch.export":
+            if example_input is None:
+                raise BadInputError("save_model: torch.export needs example_input")
+            batch = torch.export.Dim("batch", min=1)
+            ep = torch.export.export(module, (example_input,), dynamic_shapes=({0: batch},))
+            torch.export.save(ep, str(tmp), extra_files={METADATA_FILE: meta_json})
+        elif format == "torchscript":
+            scripted = torch.jit.trace(module, example_input) if example_input is not None else torch.jit.script(module)
+            torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: meta_json})
+        elif format == "state_dict":
+            if architecture is None:
+                raise BadInputError("save_model: state_dict needs an architecture")
+            payload = {
+                STATE_DICT_FORMAT_KEY: STATE_DICT_FORMAT_VERSION,
+                "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+                "metadata": metadata.to_dict(),
+                "architecture": architecture.to_dict(),
+            }
+            buf = io.BytesIO()
+            torch.save(payload, buf)
+            tmp.write_bytes(buf.getvalue())
+        else:
+            raise BadInputError(f"save_model: unknown format {format!r}")
+    return Path(path)

@@ -1,0 +1,57 @@
+"""Exceptions with exit codes.
+
+Every user-facing failure is one of these.  The CLI turns them into a single
+``Error: …`` line and the exit code below (documented in the README).
+
+====  ==========================================
+code  meaning
+====  ==========================================
+0     ok
+1     gate failed
+2     usage or bad input
+3     runtime failure (including a violated certificate)
+====  ==========================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1
+EXIT_USAGE = 2
+EXIT_RUNTIME = 3
+
+
+class LipcertError(Exception):
+    """Base class: ``str(err)`` is the one line shown to the user."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class BadInputError(LipcertError, ValueError):
+    """The user gave something lipcert cannot use (exit code 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class UnsafeCheckpointError(BadInputError):
+    """A checkpoint would need arbitrary unpickling (exit code 2)."""
+
+
+class LipschitzUnverifiedError(BadInputError):
+    """A Lipschitz property was requested or declared but could not be verified."""
+
+
+class RuntimeFailure(LipcertError, RuntimeError):
+    """Something went wrong while running (exit code 3)."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class CertificateViolation(RuntimeFailure):
+    """An attack succeeded inside a certified radius: a bug or a false Lipschitz claim."""
+
+
+class GateFailed(LipcertError):
+    """A robustness gate failed (exit code 1)."""
+
+    exit_code = EXIT_GATE_FAILED
