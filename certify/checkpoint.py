@@ -28,6 +28,7 @@ import io
 import json
 import os
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,7 +424,9 @@ def _load_export(p: Path) -> tuple[nn.Module, dict[str, Any], Any]:
 def _load_torchscript(p: Path) -> tuple[nn.Module, dict[str, Any]]:
     extra = {METADATA_FILE: ""}
     try:
-        module = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream but still a format users have
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
     except Exception as err:
         raise BadInputError(f"cannot read TorchScript archive {str(p)!r}: {_short(err)}") from err
     return module, _read_meta_json(extra[METADATA_FILE], str(p))

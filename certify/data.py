@@ -120,11 +120,11 @@ def _load_any(source: str, split: str, data_root: str | os.PathLike[str] | None)
     name = source.lower()
     if name in ("fashion-mnist", "fashion_mnist", "fmnist"):
         root = Path(data_root) if data_root else Path(FASHION_MNIST_DIR)
-        root = _first_existing(root, root / "fashion-mnist", root / "fashion_mnist")
+        root = _idx_root(split, root, root / "fashion-mnist", root / "fashion_mnist")
         return _with_meta(load_idx_dir(root, split), "fashion-mnist", FASHION_MNIST_CLASSES)
     if name == "mnist":
         root = _need_root(data_root, "mnist")
-        root = _first_existing(root, root / "mnist", root / "MNIST" / "raw")
+        root = _idx_root(split, root, root / "mnist", root / "MNIST" / "raw")
         return _with_meta(load_idx_dir(root, split), "mnist", MNIST_CLASSES)
     if name in ("cifar10", "cifar-10"):
         root = _need_root(data_root, "cifar10")
@@ -155,6 +155,14 @@ def _first_existing(*paths: Path) -> Path:
         if p.is_dir():
             return p
     return paths[0]
+
+
+def _idx_root(split: str, *candidates: Path) -> Path:
+    """The first candidate directory holding idx files for ``split``."""
+    for p in candidates:
+        if p.is_dir() and _find_idx(p, split, "images") is not None:
+            return p
+    return candidates[0]
 
 
 def _need_root(data_root: str | os.PathLike[str] | None, name: str) -> Path:
