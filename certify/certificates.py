@@ -250,11 +250,13 @@ def certify(
     device: torch.device | str = "cpu",
     seed: int | None = None,
     progress: ProgressFn | None = None,
+    resume: Examples | None = None,
 ) -> CertifyReport:
     """Certify every example of ``data``; see :class:`CertifyReport`.
 
     A ``KeyboardInterrupt`` stops the run and returns what was done, with
-    ``partial=True``.
+    ``partial=True``.  ``resume`` (the examples of a partial report on the
+    same model and data) skips the examples already done.
     """
     eps_t = parse_eps(list(eps))
     device = torch.device(device)
@@ -268,18 +270,32 @@ def certify(
     if not plan.lipschitz_verified:
         flags.append(Flag("lipschitz-assumed", f"certificate {plan.certificate} rests on a {plan.basis} "
                                                f"Lipschitz property: {plan.reason}"))
-    cols, partial = _run_batches(model, data, plan, batch_size, device, progress)
+    done = len(resume) if resume is not None else 0
+    if done > len(data):
+        raise BadInputError(f"--resume: the partial results hold {done} examples but the data has {len(data)}")
+    cols, partial = _run_batches(model, data, plan, batch_size, device, progress, start=done)
     examples = Examples(**{k: v.cpu().numpy() for k, v in cols.items()})
+    if resume is not None:
+        examples = concat_examples(resume, examples)
     return _summarise(model, data, norm, plan, eps_t, examples, flags, partial, seed, time.perf_counter() - start)
 
 
+def concat_examples(a: Examples, b: Examples) -> Examples:
+    import dataclasses
+
+    return Examples(**{f.name: np.concatenate([np.asarray(getattr(a, f.name), dtype=getattr(b, f.name).dtype),
+                                               getattr(b, f.name)])
+                       for f in dataclasses.fields(Examples)})
+
+
 def _run_batches(model: LoadedModel, data: Dataset, plan: CertificatePlan, batch_size: int,
-                 device: torch.device, progress: ProgressFn | None) -> tuple[dict[str, torch.Tensor], bool]:
+                 device: torch.device, progress: ProgressFn | None, start: int = 0
+                 ) -> tuple[dict[str, torch.Tensor], bool]:
     chunks: dict[str, list[torch.Tensor]] = {k: [] for k in ("label", "prediction", "gap", "margin", "radius")}
-    done, partial = 0, False
+    done, partial = start, False
     try:
         with torch.inference_mode():
-            for _, x, y in data.batches(batch_size, device):
+            for _, x, y in data.batches(batch_size, device, start=start):
                 logits = model.module(x)
                 stats = logit_stats(logits, y)
                 for key, value in (("label", y), ("prediction", stats.prediction), ("gap", stats.gap),
@@ -290,8 +306,9 @@ def _run_batches(model: LoadedModel, data: Dataset, plan: CertificatePlan, batch
                     progress(done, len(data))
     except KeyboardInterrupt:
         partial = True
-    cols = {k: (torch.cat(v) if v else torch.empty(0)) for k, v in chunks.items()}
-    cols["index"] = torch.arange(done)
+    empty = {"label": torch.long, "prediction": torch.long}
+    cols = {k: (torch.cat(v) if v else torch.empty(0, dtype=empty.get(k, torch.float64))) for k, v in chunks.items()}
+    cols["index"] = torch.arange(start, done)
     return cols, partial
 
 
@@ -320,3 +337,25 @@ def _summarise(model: LoadedModel, data: Dataset, norm: str, plan: CertificatePl
         seed=seed,
         seconds=seconds,
     )
+
+
+def resume_examples(results: dict, model: LoadedModel, data: Dataset, norm: str) -> Examples:
+    """The examples of a partial certify JSON, after checking it belongs to this run."""
+    if results.get("command") != "certify":
+        raise BadInputError("--resume expects the JSON of a partial 'lipcert certify' run")
+    checks = (("model sha256", results.get("model", {}).get("sha256"), model.sha256),
+              ("data source", results.get("data", {}).get("source"), data.source),
+              ("data split", results.get("data", {}).get("split"), data.split),
+              ("norm", results.get("norm"), norm))
+    for what, old, new in checks:
+        if old != new:
+            raise BadInputError(f"--resume: the partial results have {what} {old!r}, this run has {new!r}")
+    pe = results.get("per_example")
+    if not isinstance(pe, dict):
+        raise BadInputError("--resume: the JSON has no per_example records to resume from")
+    dtypes = {"index": np.int64, "label": np.int64, "prediction": np.int64}
+    try:
+        return Examples(**{k: np.asarray(pe[k], dtype=dtypes.get(k, np.float64))
+                           for k in ("index", "label", "prediction", "gap", "margin", "radius")})
+    except (KeyError, TypeError, ValueError) as err:
+        raise BadInputError(f"--resume: per_example records are incomplete ({err})") from err

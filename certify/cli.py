@@ -79,6 +79,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     Exit codes: 0 ok, 1 gate failed, 2 usage or bad input, 3 runtime failure.
     """
     ctx.meta["lipcert.debug"] = debug
+    ctx.with_resource(interrupt_on_sigterm())
 
 
 # --------------------------------------------------------------------------- shared options
@@ -217,6 +218,40 @@ def show(renderables: Sequence[Any], quiet: bool, json_to_stdout: bool) -> None:
             console.print(r)
 
 
+def read_json(path: str) -> dict[str, Any]:
+    from .errors import BadInputError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise BadInputError(f"results file {path!r} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadInputError(f"{path!r} is not valid JSON ({err}); give a lipcert results file") from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path!r}: expected a JSON object written by lipcert")
+    return data
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C, so runs stop cleanly and write partial results."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def check_positive(name: str, value: int | None) -> None:
     if value is not None and value < 1:
         raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
@@ -240,13 +275,16 @@ def check_positive(name: str, value: int | None) -> None:
 @run_options
 @click.option("--per-example", "per_example_path", default=None,
               help="Write a CSV index,label,prediction,gap,margin,radius.")
+@click.option("--resume", "resume_path", default=None, type=click.Path(dir_okay=False),
+              help="Continue a run from its partial JSON (written when a run is interrupted).")
 def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
             eps: tuple[str, ...], certificate: str, lipschitz_constant: float | None, assume_lipschitz: bool,
             data_source: str | None, data_root: str | None, split: str, limit: int | None, batch_size: int,
-            device: str, seed: int, json_path: str | None, quiet: bool, per_example_path: str | None) -> None:
+            device: str, seed: int, json_path: str | None, quiet: bool, per_example_path: str | None,
+            resume_path: str | None) -> None:
     """Certified radii from confidence gaps: lipcert certify model.pt --norm l2 --eps 1.5"""
     from .certificates import certify as run_certify
-    from .certificates import parse_eps
+    from .certificates import parse_eps, resume_examples
     from .device import resolve_device, seed_everything
     from .io import write_text_atomic
     from .render import certify_json, certify_table, examples_csv, flags_table
@@ -257,10 +295,11 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
     data = load_data_from_options(loaded, data_source, data_root, split, limit)
+    resume = resume_examples(read_json(resume_path), loaded, data, norm) if resume_path else None
     with progress_bar("certify", len(data), quiet) as progress:
         report = run_certify(loaded, data, norm=norm, eps=eps_values, certificate=certificate,
                              lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
-                             batch_size=batch_size, device=dev, seed=seed, progress=progress)
+                             batch_size=batch_size, device=dev, seed=seed, progress=progress, resume=resume)
     emit_json(certify_json(report, sys.argv[1:]), json_path)
     if per_example_path:
         write_text_atomic(per_example_path, examples_csv(report.examples))
