@@ -21,6 +21,7 @@ from .checkpoint import LoadedModel
 from .data import Dataset, check_against_model
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import BadInputError, LipschitzUnverifiedError
+from .device import is_out_of_memory, smaller_batch
 from .flags import Flag, check_outputs, check_training_mode
 from .margins import (
     CERTIFICATES,
@@ -295,8 +296,15 @@ def _run_batches(model: LoadedModel, data: Dataset, plan: CertificatePlan, batch
     done, partial = start, False
     try:
         with torch.inference_mode():
-            for _, x, y in data.batches(batch_size, device, start=start):
-                logits = model.module(x)
+            while done < len(data):
+                x, y = data.batch(done, done + batch_size, device)
+                try:
+                    logits = model.module(x)
+                except Exception as err:
+                    if not is_out_of_memory(err):
+                        raise
+                    batch_size = smaller_batch(batch_size, err)
+                    continue
                 stats = logit_stats(logits, y)
                 for key, value in (("label", y), ("prediction", stats.prediction), ("gap", stats.gap),
                                    ("margin", stats.margin), ("radius", plan.radii(logits, stats))):

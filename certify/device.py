@@ -29,3 +29,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA or CPU allocation failure (torch raises several types for it)."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    if oom_type and isinstance(err, oom_type):
+        return True
+    text = str(err)
+    return isinstance(err, (RuntimeError, MemoryError)) and (
+        "out of memory" in text or "can't allocate memory" in text or isinstance(err, MemoryError))
+
+
+def smaller_batch(batch_size: int, err: BaseException) -> int:
+    """Half the batch after an out-of-memory error; give up below one example."""
+    from .errors import RuntimeFailure
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if batch_size <= 1:
+        raise RuntimeFailure(f"out of memory even with batch size 1: {str(err).splitlines()[0][:160]}") from err
+    return max(1, batch_size // 2)

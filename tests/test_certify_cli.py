@@ -159,3 +159,31 @@ def test_labels_out_of_range(save_tiny, tiny_data):
 def test_python_dash_m_certify():
     out = subprocess.run([sys.executable, "-m", "certify", "--help"], capture_output=True, text=True, check=True)
     assert "certify" in out.stdout
+
+
+def test_out_of_memory_batches_are_retried_smaller(setup):
+    """A model that 'runs out of memory' above 2 examples still certifies everything, identically."""
+    import dataclasses
+
+    from certify import certify, load_dataset, load_model
+    from certify.certificates import _run_batches, plan_certificate
+
+    model_path, data_path = setup
+    loaded = load_model(model_path)
+    seen: list[int] = []
+
+    class Picky(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            if x.shape[0] > 2:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 1 GiB")
+            return loaded.module(x)
+
+    data = load_dataset(data_path)
+    ref = certify(loaded, data, norm="l2", eps=[0.1], batch_size=4)
+    plan = plan_certificate(loaded, norm="l2", input_dim=4)
+    picky = dataclasses.replace(loaded, module=Picky(), exported=None)
+    cols, partial = _run_batches(picky, data, plan, 4, torch.device("cpu"), None)
+    assert not partial and cols["index"].tolist() == [0, 1, 2, 3]
+    assert seen == [4, 2, 2]
+    torch.testing.assert_close(cols["radius"].numpy(), ref.examples.radius)
