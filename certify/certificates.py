@@ -262,8 +262,9 @@ def certify(
     eps_t = parse_eps(list(eps))
     device = torch.device(device)
     start = time.perf_counter()
-    num_classes, flags = model_num_classes(model, data, device)
     meta = model.metadata
+    check_against_model(data, meta.input_shape, meta.bounds, None)
+    num_classes, flags = model_num_classes(model, data, device)
     check_against_model(data, meta.input_shape, meta.bounds, num_classes)
     input_dim = int(np.prod(data.input_shape))
     plan = plan_certificate(model, norm=norm, certificate=certificate, lipschitz_constant=lipschitz_constant,

@@ -39,6 +39,22 @@ F = Callable[..., Any]
 class LipcertGroup(click.Group):
     """Turns library errors into ``Error: …`` + exit code (tracebacks only with --debug)."""
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Usage errors too are one line: ``Error: … (see 'lipcert CMD --help')``."""
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as err:
+            cmd = err.ctx.command_path if err.ctx is not None else "lipcert"
+            _fail(f"{err.format_message()} (see '{cmd} --help')", err.exit_code)
+        except click.ClickException as err:
+            _fail(err.format_message(), err.exit_code)
+        except click.exceptions.Abort:
+            _fail("interrupted", 130)
+        except click.exceptions.Exit as err:
+            sys.exit(err.exit_code)
+        return None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

@@ -191,7 +191,7 @@ def validate(ds: Dataset) -> None:
 
 
 def check_against_model(ds: Dataset, input_shape: tuple[int, ...] | None, bounds: tuple[float, float],
-                        num_classes: int) -> None:
+                        num_classes: int | None) -> None:
     """Shapes, value range and labels must match what the model expects."""
     if input_shape is not None and tuple(input_shape) != ds.input_shape:
         raise BadInputError(
@@ -199,7 +199,7 @@ def check_against_model(ds: Dataset, input_shape: tuple[int, ...] | None, bounds
             "pick the dataset the model was trained on"
         )
     ymax = int(ds.y.max())
-    if ymax >= num_classes:
+    if num_classes is not None and ymax >= num_classes:
         raise BadInputError(
             f"dataset labels go up to {ymax} but the model has {num_classes} outputs; "
             "check the dataset or the model"
