@@ -152,3 +152,125 @@ def _cell(v: Any) -> Any:
     if isinstance(v, np.integer):
         return int(v)
     return v
+
+
+# --------------------------------------------------------------------------- analyze / report (issue 6)
+
+RESULT_SECTIONS = ("certify", "attack", "lipschitz", "analysis")
+
+
+def analysis_json(analysis: Any) -> dict[str, Any]:
+    """An :class:`certify.analysis.Analysis` as JSON (inf/nan → null; see the docs for null meanings)."""
+    out = jsonable(analysis)
+    if analysis.median_adv_distance is not None and math.isinf(analysis.median_adv_distance):
+        out["median_adv_distance"] = "inf"  # more than half never broken: keep it distinct from "no attack"
+    return out
+
+
+def combined_json(*, command: str, seed: int | None, model: dict[str, Any], data: dict[str, Any],
+                  certify: dict[str, Any] | None = None, attack: dict[str, Any] | None = None,
+                  lipschitz: dict[str, Any] | None = None, analysis: dict[str, Any] | None = None,
+                  partial: bool = False, name: str | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
+    """The combined results JSON of ``lipcert analyze`` / ``lipcert run`` (one per model)."""
+    from . import __version__
+
+    return jsonable({
+        "lipcert_version": __version__, "schema_version": JSON_SCHEMA_VERSION, "command": command,
+        "created": timestamp(), "seed": seed, "name": name, "model": dict(model), "data": dict(data),
+        "certify": certify, "attack": attack, "lipschitz": lipschitz, "analysis": analysis,
+        "partial": bool(partial), "notes": list(notes),
+    })
+
+
+def wrap_results(raw: Any, where: str = "results") -> dict[str, Any]:
+    """Accept a combined JSON, or a bare certify/attack JSON (wrapped into the combined shape)."""
+    from .errors import BadInputError
+
+    if not isinstance(raw, dict) or "command" not in raw:
+        raise BadInputError(f"{where}: expected a lipcert results JSON object with a 'command' key")
+    cmd = raw["command"]
+    if cmd in ("analyze", "run"):
+        return raw
+    if cmd not in ("certify", "attack"):
+        raise BadInputError(f"{where}: cannot read results of command {cmd!r}; expected analyze, run, certify or attack")
+    wrapped = combined_json(command=cmd, seed=raw.get("seed"), model=raw.get("model") or {},
+                            data=raw.get("data") or {}, partial=bool(raw.get("partial")),
+                            **{cmd: raw})
+    wrapped["created"] = raw.get("created")
+    return wrapped
+
+
+def load_results(path: str) -> dict[str, Any]:
+    """Read a results JSON file (combined or bare) into the combined shape."""
+    from pathlib import Path
+
+    from .errors import BadInputError
+
+    p = Path(path)
+    if not p.is_file():
+        raise BadInputError(f"results file {path!r} does not exist; run lipcert analyze/run --json first")
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadInputError(f"results file {path!r} is not valid JSON ({err})") from None
+    return wrap_results(raw, path)
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, str):
+        return x
+    return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:.3e}"
+
+
+def _pct_or_dash(x: Any) -> str:
+    return "—" if x is None else pct(x)
+
+
+def analysis_tables(a: dict[str, Any]) -> list[Table]:
+    """Rich tables of an analysis JSON: readings at ε, gap bins, hybrid and singular values."""
+    unit = "ℓ₂" if a["norm"] == "l2" else "ℓ∞"
+    t = Table(title=f"Error at chosen ε ({unit}) · n = {a['n']}", title_justify="left")
+    for col in ("ε", "%err (attacks)", "robust acc", "certified acc", "certified err"):
+        t.add_column(col, justify="right")
+    for r in a["at_eps"]:
+        t.add_row(_fmt(r["eps"]), _pct_or_dash(r["empirical_error"]), _pct_or_dash(r["robust_accuracy"]),
+                  pct(r["certified_accuracy"]), pct(r["certified_error"]))
+    t.caption = (f"median adversarial distance {_fmt(a['median_adv_distance'])} · "
+                 f"median certified radius {_fmt(a['median_certified_radius'])}")
+    return [t, gap_bins_table(a), hybrid_table(a), spreads_table(a)]
+
+
+def gap_bins_table(a: dict[str, Any]) -> Table:
+    t = Table(title=f"Accuracy in bins of confidence gap (attack/certified at ε = {_fmt(a['bin_eps'])})",
+              title_justify="left")
+    for col in ("bin", "n", "gap range", "natural", "after attack", "certified"):
+        t.add_column(col, justify="right")
+    for b in a["gap_bins"]:
+        t.add_row(str(b["index"] + 1), str(b["n"]), f"{_fmt(b['gap_min'], 3)}–{_fmt(b['gap_max'], 3)}",
+                  pct(b["natural_accuracy"]), _pct_or_dash(b["attacked_accuracy"]),
+                  _pct_or_dash(b["certified_accuracy"]))
+    return t
+
+
+def hybrid_table(a: dict[str, Any], every: int = 4) -> Table:
+    t = Table(title=f"Hybrid threshold (delegated points counted {pct(a['hybrid_delegate_accuracy'])} right)",
+              title_justify="left")
+    for col in ("gap threshold", "delegated", "kept accuracy", "overall"):
+        t.add_column(col, justify="right")
+    for h in a["hybrid"][::every]:
+        t.add_row(_fmt(h["threshold"], 3), pct(h["delegated_share"]), _pct_or_dash(h["kept_accuracy"]),
+                  pct(h["overall_accuracy"]))
+    return t
+
+
+def spreads_table(a: dict[str, Any]) -> Table | None:
+    if not a["singular_values"]:
+        return None
+    t = Table(title="Singular values of the weights (reshaped to out × rest)", title_justify="left")
+    for col in ("parameter", "shape", "std", "largest", "smallest"):
+        t.add_column(col, justify="right" if col != "parameter" else "left")
+    for s in a["singular_values"]:
+        t.add_row(s["name"], "×".join(map(str, s["shape"])), _fmt(s["std"]), _fmt(s["largest"]), _fmt(s["smallest"]))
+    return t
