@@ -71,7 +71,7 @@ class PerExample:
         """d(x): 0 for a clean error, else the attack's minimum distance (inf if none found)."""
         if self.min_adv_distance is None:
             return None
-        d = np.nan_to_num(self.min_adv_distance, nan=np.inf)
+        d = np.nan_to_num(self.min_adv_distance, nan=np.inf, posinf=np.inf)
         return np.where(self.correct, d, 0.0)
 
 
@@ -96,7 +96,7 @@ def per_example_from_json(certify_pe: Mapping[str, Any] | None,
     radius = _array(base.get("radius") or [None] * n, "radius", n)
     dist = None
     if attack_pe is not None and attack_pe.get("min_adv_distance") is not None:
-        dist = np.nan_to_num(_array(attack_pe["min_adv_distance"], "min_adv_distance", n), nan=np.inf)
+        dist = np.nan_to_num(_array(attack_pe["min_adv_distance"], "min_adv_distance", n), nan=np.inf, posinf=np.inf)
     return PerExample(fields["label"].astype(np.int64), fields["prediction"].astype(np.int64),
                       fields["gap"], fields["margin"], radius, dist)
 

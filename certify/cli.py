@@ -282,6 +282,119 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
 # --------------------------------------------------------------------------- analyze / report (issue 6)
 
 
+@main.command()
+@model_options
+@click.option("--norm", type=click.Choice(["l2", "linf"]), required=True, help="Threat-model norm of ε.")
+@click.option("--eps", "eps", multiple=True, help="Chosen ε (0 allowed); repeat or 0,0.1,1.5. "
+                                                  "Default: l2 0,0.1,1.5; linf 8/255.")
+@click.option("--attacks", "attack_names", multiple=True,
+              help="Attack names (repeat or a,b); 'none' skips attacks. Default: the norm's default attacks.")
+@click.option("--steps", multiple=True, type=int, default=(100,), show_default=True, help="Attack iterations; repeat.")
+@click.option("--restarts", type=int, default=1, show_default=True)
+@click.option("--certificate", type=click.Choice(["auto", "l2-multi", "l2-single", "linf-dist"]),
+              default=DEFAULT_CERTIFICATE, show_default=True)
+@click.option("--lipschitz-constant", type=float, default=None)
+@click.option("--assume-lipschitz", is_flag=True)
+@click.option("--train-margins/--no-train-margins", default=True, show_default=True,
+              help="Also histogram label margins on the train split.")
+@data_options
+@run_options
+def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
+            eps: tuple[str, ...], attack_names: tuple[str, ...], steps: tuple[int, ...], restarts: int,
+            certificate: str, lipschitz_constant: float | None, assume_lipschitz: bool, train_margins: bool,
+            data_source: str | None, data_root: str | None, split: str, limit: int | None, batch_size: int,
+            device: str, seed: int, json_path: str | None, quiet: bool) -> None:
+    """Certify, attack and analyse one model: lipcert analyze model.pt2 --norm l2 --json results.json"""
+    from .device import resolve_device, seed_everything
+    from .pipeline import AnalyzeOptions, analyze as run_analyze
+    from .render import analysis_tables, flags_table_json
+
+    check_positive("--batch-size", batch_size)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    opts = AnalyzeOptions(norm=norm, eps=parse_eps_allow_zero(eps), attacks=parse_names(attack_names),
+                          steps=tuple(steps), restarts=restarts, certificate=certificate,
+                          lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
+                          batch_size=batch_size, device=dev, seed=seed, argv=tuple(sys.argv[1:]))
+    loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
+    data = load_data_from_options(loaded, data_source, data_root, split, limit)
+    train = train_split(loaded, data_source, data_root, split) if train_margins else None
+    with progress_bar("analyze", len(data), quiet) as progress:
+        results = run_analyze(loaded, data, opts, train_data=train, progress=progress)
+    emit_json(results, json_path)
+    show(analysis_tables(results["analysis"]) + [flags_table_json(results)], quiet, json_path == "-")
+
+
+def parse_eps_allow_zero(values: Sequence[str]) -> tuple[float, ...] | None:
+    from .errors import BadInputError
+
+    if not values:
+        return None
+    out = []
+    for part in ",".join(values).split(","):
+        if part.strip():
+            try:
+                out.append(float(eval_fraction(part.strip())))
+            except ValueError:
+                raise BadInputError(f"--eps expects numbers like 0.1 or 8/255; got {part!r}") from None
+    return tuple(out)
+
+
+def eval_fraction(text: str) -> float:
+    """'8/255' → 0.03137…; '0.5' → 0.5."""
+    if "/" in text:
+        num, den = text.split("/", 1)
+        return float(num) / float(den)
+    return float(text)
+
+
+def parse_names(values: Sequence[str]) -> tuple[str, ...] | None:
+    names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+    if not names:
+        return None
+    return () if names == ("none",) else names
+
+
+def train_split(loaded: Any, data_source: str | None, data_root: str | None, split: str) -> Any:
+    """The train split for margin histograms (None when the source has none or is already train)."""
+    from .defaults import TRAIN_MARGIN_LIMIT
+    from .errors import BadInputError
+
+    if split == "train":
+        return None
+    try:
+        return load_data_from_options(loaded, data_source, data_root, "train", TRAIN_MARGIN_LIMIT)
+    except BadInputError:
+        return None
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--pdf", "pdf_path", default=None, help="Write the PDF report here.")
+@click.option("--md", "md_path", default=None, help="Write a Markdown summary here ('-' for stdout).")
+@click.option("--quiet", "-q", is_flag=True, help="No table.")
+@click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
+              help="Show tracebacks for errors.")
+def report(results: tuple[str, ...], pdf_path: str | None, md_path: str | None, quiet: bool) -> None:
+    """Render results JSONs side by side: lipcert report a.json b.json --pdf report.pdf --md summary.md"""
+    from .io import write_text_atomic
+    from .pipeline import ensure_analysis
+    from .render import load_results, summary_table
+    from .report import markdown, write_pdf
+
+    loaded = [ensure_analysis(load_results(p)) for p in results]
+    if pdf_path:
+        pages = write_pdf(loaded, pdf_path)
+        if not quiet:
+            stderr_console().print(f"wrote {pdf_path} ({pages} pages)")
+    if md_path == "-":
+        click.echo(markdown(loaded))
+    elif md_path:
+        write_text_atomic(md_path, markdown(loaded))
+    show([summary_table(loaded)], quiet, md_path == "-")
+
+
+
 # --------------------------------------------------------------------------- run / gate (issue 7)
 
 

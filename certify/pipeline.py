@@ -174,5 +174,14 @@ def ensure_analysis(results: dict[str, Any], eps: Sequence[float] | None = None)
     if not section:
         raise BadInputError("results hold neither certify nor attack results; nothing to analyse")
     norm = section.get("norm") or "l2"
+    if eps is None:
+        eps = default_eps_with(norm, [r["eps"] for s in (cert, attack) if s for r in s.get("results") or []])
     analysis = analyse_results_parts(cert.get("per_example") if cert else None, attack, norm=norm, eps=eps)
     return {**results, "analysis": analysis_json(analysis)}
+
+
+def default_eps_with(norm: str, evaluated: Sequence[float]) -> tuple[float, ...]:
+    """The norm's default chosen ε together with the ε a run evaluated (sorted, unique)."""
+    from .defaults import DEFAULT_ANALYSIS_EPS
+
+    return tuple(sorted(set(DEFAULT_ANALYSIS_EPS.get(norm, ())) | {float(e) for e in evaluated}))

@@ -274,3 +274,32 @@ def spreads_table(a: dict[str, Any]) -> Table | None:
     for s in a["singular_values"]:
         t.add_row(s["name"], "×".join(map(str, s["shape"])), _fmt(s["std"]), _fmt(s["largest"]), _fmt(s["smallest"]))
     return t
+
+
+def flags_table_json(results: dict[str, Any]) -> Table | None:
+    """Flags of every section of combined results (plus notes)."""
+    from .report import all_flags
+
+    rows = [(f"{section}: {fid}", msg) for section, fid, msg in all_flags(results)]
+    rows += [("note", n) for n in results.get("notes") or []]
+    if not rows:
+        return None
+    t = Table(title="Flags and notes (see docs/flags.md)", title_justify="left")
+    t.add_column("flag", style="yellow")
+    t.add_column("detail")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def summary_table(results: Sequence[dict[str, Any]]) -> Table:
+    """Models as columns ([L2NNN] Tables 1–2); the same strings as the PDF and Markdown."""
+    from .report import labels, summary_rows
+
+    t = Table(title="Summary", title_justify="left")
+    t.add_column("metric")
+    for lab in labels(results):
+        t.add_column(lab, justify="right")
+    for k, v in summary_rows(results):
+        t.add_row(k, *v)
+    return t
