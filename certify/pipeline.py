@@ -45,7 +45,7 @@ class AnalyzeOptions:
     attacks: tuple[str, ...] | None = None
     steps: tuple[int, ...] = (100,)
     restarts: int = 1
-    certificate: str = DEFAULT_CERTIFICATE
+    certificate: str = DEFAULT_CERTIFICATE  #: or "none" to skip certification
     lipschitz_constant: float | None = None
     assume_lipschitz: bool = False
     lipschitz: bool = True  #: run the Lipschitz analyser when it is available
@@ -98,6 +98,9 @@ def _certify_or_none(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[
     """Certify; with ``certificate=auto`` and no usable Lipschitz property, note it and return None."""
     from .certificates import certify, plan_certificate
 
+    if opts.certificate == "none":
+        notes.append("certification skipped (certify: false)")
+        return None
     if not eps:
         notes.append("no positive ε: certification skipped")
         return None
@@ -137,7 +140,8 @@ def external_reports(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[
             notes.append("attacks package not available: no attack run")
         else:
             rep = evaluate(model, data, norm=opts.norm, eps=list(eps), attacks=opts.attacks, steps=opts.steps,
-                           restarts=opts.restarts, certificate=opts.certificate,
+                           restarts=opts.restarts, certify_first=opts.certificate != "none",
+                           certificate="auto" if opts.certificate == "none" else opts.certificate,
                            assume_lipschitz=opts.assume_lipschitz, min_distance=True,
                            batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress)
             attack = render.attack_json(rep, list(opts.argv or ()))  # type: ignore[attr-defined]

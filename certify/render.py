@@ -303,3 +303,64 @@ def summary_table(results: Sequence[dict[str, Any]]) -> Table:
     for k, v in summary_rows(results):
         t.add_row(k, *v)
     return t
+
+
+# --------------------------------------------------------------------------- run / gate (issue 7)
+
+
+def _gate_value(r: Any) -> str:
+    if r.value is None:
+        return "missing"
+    return f"{r.value:.4f}" if r.gate != "certificate violations" and r.gate != "forbidden flags" else f"{r.value:g}"
+
+
+def gate_rows(reports: Sequence[Any]) -> list[list[str]]:
+    """model, gate, value, op, threshold, PASS/FAIL, detail: shared by every gate renderer."""
+    return [[rep.name, r.gate, _gate_value(r), r.op, f"{r.threshold:.4g}", "PASS" if r.passed else "FAIL", r.detail]
+            for rep in reports for r in rep.rows]
+
+
+def gate_table(reports: Sequence[Any]) -> Table:
+    ok = all(rep.passed for rep in reports)
+    t = Table(title=f"Gates: {'PASSED' if ok else 'FAILED'}", title_justify="left")
+    for col in ("model", "gate", "value", "", "threshold", "result", "detail"):
+        t.add_column(col, justify="right" if col in ("value", "threshold") else "left")
+    for row in gate_rows(reports):
+        style = "green" if row[5] == "PASS" else "bold red"
+        t.add_row(*row[:5], f"[{style}]{row[5]}[/]", row[6])
+    return t
+
+
+def gate_failure_message(reports: Sequence[Any]) -> str:
+    failed = [f"{rep.name}: {r.gate}" for rep in reports for r in rep.failed]
+    return f"{len(failed)} gate(s) failed: " + "; ".join(failed)
+
+
+def gate_junit(reports: Sequence[Any]) -> str:
+    """JUnit XML: one testsuite per model, one testcase per gate, <failure> for failed gates."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("testsuites", name="lipcert gates",
+                      tests=str(sum(len(r.rows) for r in reports)),
+                      failures=str(sum(len(r.failed) for r in reports)))
+    for rep in reports:
+        suite = ET.SubElement(root, "testsuite", name=rep.name, tests=str(len(rep.rows)),
+                              failures=str(len(rep.failed)), errors="0", skipped="0")
+        for r, row in zip(rep.rows, gate_rows([rep])):
+            case = ET.SubElement(suite, "testcase", classname=f"lipcert.{rep.name}", name=r.gate)
+            if not r.passed:
+                failure = ET.SubElement(case, "failure", message=f"{r.gate}: {row[2]} {r.op} {row[4]} is false",
+                                        type="GateFailed")
+                failure.text = row[6] or None
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def gate_markdown(reports: Sequence[Any]) -> str:
+    """Markdown for CI step summaries and PR comments."""
+    from .report import md_table
+
+    ok = all(rep.passed for rep in reports)
+    head = f"## lipcert gates: {'✅ passed' if ok else '❌ failed'}"
+    rows = [row[:5] + [("✅ " if row[5] == "PASS" else "❌ ") + row[5], row[6]] for row in gate_rows(reports)]
+    return "\n".join([head, "", md_table(["model", "gate", "value", "", "threshold", "result", "detail"], rows), ""])
