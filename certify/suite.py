@@ -288,7 +288,7 @@ def load_suite(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
 
 
 def suite_from_dict(raw: Mapping[str, Any], where: str, overrides: Mapping[str, Any]) -> Suite:
-    ov = {k: v for k, v in overrides.items() if v is not None and v != ()}
+    ov = {k: v for k, v in overrides.items() if v is not None}
     models = _models(raw, where)
     data = raw.get("data") or {}
     data = {"source": data} if isinstance(data, str) else data
