@@ -444,7 +444,8 @@ def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_so
                      batch_size=batch_size, device=device, seed=seed, json_path=json_path, pdf_path=pdf_path,
                      md_path=md_path)
     suite = load_suite(suite_path, overrides)
-    with progress_bar("run", PROGRESS_MIN_EXAMPLES if not quiet else 0, quiet) as progress:
+    interactive = sys.stderr.isatty()  # the model count is known, the example count not yet
+    with progress_bar("run", PROGRESS_MIN_EXAMPLES if interactive else 0, quiet) as progress:
         outcome = run_suite(suite, argv=sys.argv[1:], progress=progress)
     for res, path in zip(outcome.results, json_paths(suite)):
         emit_json(res, path)
