@@ -313,13 +313,13 @@ def page_gap_bins(results: Sequence[Results]) -> Any:
 def page_hybrid(results: Sequence[Results]) -> Any:
     fig, axes = _figure("Hybrid model: delegate points with gap < threshold ([L2NNN] §3.2)", 1, 2)
     left, right = axes[0]
-    for lab, r in zip(labels(results), results):
+    for k, (lab, r) in enumerate(zip(labels(results), results)):
         h = (r.get("analysis") or {}).get("hybrid") or []
         t = [p["threshold"] for p in h]
-        left.plot(t, [p["delegated_share"] for p in h], label=lab)
+        left.plot(t, [p["delegated_share"] for p in h], label=lab, color=f"C{k}")
         right.plot(t, [p["kept_accuracy"] if p["kept_accuracy"] is not None else float("nan") for p in h],
-                   label=f"{lab}: kept points")
-        right.plot(t, [p["overall_accuracy"] for p in h], ls="--", label=f"{lab}: overall")
+                   label=f"{lab}: kept points", color=f"C{k}")
+        right.plot(t, [p["overall_accuracy"] for p in h], ls="--", label=f"{lab}: overall", color=f"C{k}")
     left.set_ylabel("share delegated")
     right.set_ylabel("accuracy")
     share = (results[0].get("analysis") or {}).get("hybrid_delegate_accuracy", 1.0)
@@ -422,7 +422,8 @@ def page_lipschitz(results: Sequence[Results]) -> Any:
     t = ax.table(cellText=rows[:40], colLabels=["model", "layer", "op", "bound", "estimate", "status"],
                  loc="upper center", cellLoc="center")
     t.auto_set_font_size(False)
-    t.set_fontsize(8)
+    t.set_fontsize(10)
+    t.scale(1.0, 1.6)
     return fig
 
 
