@@ -135,3 +135,36 @@ def test_analyze_cli_train_margins_and_linf_fraction(models, tmp_path):
     a = json.loads(out.read_text())["analysis"]
     assert a["eps"] == [pytest.approx(8 / 255)]
     assert a["margins"]["train"] is not None and sum(a["margins"]["train"]) <= 2000
+
+
+def test_analyze_seam_uses_attacks_and_lipschitz_when_present(models, monkeypatch):
+    """The one seam (pipeline.external_reports) calls attacks.evaluate and lipschitz.analyse per the contracts."""
+    import sys
+    import types
+
+    import certify.lipschitz
+    import certify.render
+    from certify.pipeline import AnalyzeOptions, analyze
+
+    calls = {}
+    fake = types.ModuleType("attacks")
+
+    def evaluate(model, data, **kw):
+        calls["attack"] = kw
+        return "attack-report"
+
+    fake.evaluate = evaluate
+    monkeypatch.setitem(sys.modules, "attacks", fake)
+    monkeypatch.setattr(certify.lipschitz, "analyse", lambda model, **kw: calls.setdefault("lip", kw) and "lip",
+                        raising=False)
+    model, data = load_model(models[0]), load_dataset("demo", limit=100)
+    cert = certify_json(run_certify(model, data, norm="l2", eps=[0.1, 1.5]))
+    monkeypatch.setattr(certify.render, "attack_json", lambda rep, argv: fake_attack_json(cert), raising=False)
+    monkeypatch.setattr(certify.render, "lipschitz_json", lambda rep: fake_lipschitz_json(0.9), raising=False)
+    res = analyze(model, data, AnalyzeOptions(norm="l2", steps=(10, 100)))
+    assert calls["attack"]["eps"] == [0.1, 1.5] and calls["attack"]["steps"] == (10, 100)
+    assert calls["attack"]["min_distance"] is True and calls["lip"]["input_shape"] == (1, 28, 28)
+    assert res["lipschitz"]["global_bound"] == 0.9 and res["notes"] == []
+    names = [c["name"] for c in res["analysis"]["curves"]]
+    assert names == ["L2PGD", "worst case", "certified"]
+    assert res["analysis"]["tightness"]["violations"] == 0
