@@ -168,3 +168,15 @@ def test_analyze_seam_uses_attacks_and_lipschitz_when_present(models, monkeypatc
     names = [c["name"] for c in res["analysis"]["curves"]]
     assert names == ["L2PGD", "worst case", "certified"]
     assert res["analysis"]["tightness"]["violations"] == 0
+
+
+def test_report_on_a_bare_attack_json(results, tmp_path):
+    """An attack JSON alone (no certify section) is wrapped and analysed from its per-example arrays."""
+    res = json.loads(results[0].read_text())
+    bare = tmp_path / "attack.json"
+    bare.write_text(dumps(res["attack"]))
+    r = CliRunner().invoke(main, ["report", str(bare), "--md", "-", "-q"])
+    assert r.exit_code == 0, r.stderr
+    summary = _md_summary(r.stdout)
+    assert summary["certificate violations"] == ["0"]
+    assert summary["median adversarial distance"][0] == f"{res['analysis']['median_adv_distance']:.4g}"
