@@ -337,7 +337,231 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
 # --------------------------------------------------------------------------- analyze / report (issue 6)
 
 
+@main.command()
+@model_options
+@click.option("--norm", type=click.Choice(["l2", "linf"]), required=True, help="Threat-model norm of ε.")
+@click.option("--eps", "eps", multiple=True, help="Chosen ε (0 allowed); repeat or 0,0.1,1.5. "
+                                                  "Default: l2 0,0.1,1.5; linf 8/255.")
+@click.option("--attacks", "attack_names", multiple=True,
+              help="Attack names (repeat or a,b); 'none' skips attacks. Default: the norm's default attacks.")
+@click.option("--steps", multiple=True, type=int, default=(100,), show_default=True, help="Attack iterations; repeat.")
+@click.option("--restarts", type=int, default=1, show_default=True)
+@click.option("--certificate", type=click.Choice(["auto", "l2-multi", "l2-single", "linf-dist"]),
+              default=DEFAULT_CERTIFICATE, show_default=True)
+@click.option("--lipschitz-constant", type=float, default=None)
+@click.option("--assume-lipschitz", is_flag=True)
+@click.option("--train-margins/--no-train-margins", default=True, show_default=True,
+              help="Also histogram label margins on the train split.")
+@data_options
+@run_options
+def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
+            eps: tuple[str, ...], attack_names: tuple[str, ...], steps: tuple[int, ...], restarts: int,
+            certificate: str, lipschitz_constant: float | None, assume_lipschitz: bool, train_margins: bool,
+            data_source: str | None, data_root: str | None, split: str, limit: int | None, batch_size: int,
+            device: str, seed: int, json_path: str | None, quiet: bool) -> None:
+    """Certify, attack and analyse one model: lipcert analyze model.pt2 --norm l2 --json results.json"""
+    from .device import resolve_device, seed_everything
+    from .pipeline import AnalyzeOptions, analyze as run_analyze
+    from .render import analysis_tables, flags_table_json
+
+    check_positive("--batch-size", batch_size)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    opts = AnalyzeOptions(norm=norm, eps=parse_eps_allow_zero(eps), attacks=parse_names(attack_names),
+                          steps=tuple(steps), restarts=restarts, certificate=certificate,
+                          lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
+                          batch_size=batch_size, device=dev, seed=seed, argv=tuple(sys.argv[1:]))
+    loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
+    data = load_data_from_options(loaded, data_source, data_root, split, limit)
+    train = train_split(loaded, data_source, data_root, split) if train_margins else None
+    with progress_bar("analyze", len(data), quiet) as progress:
+        results = run_analyze(loaded, data, opts, train_data=train, progress=progress)
+    emit_json(results, json_path)
+    show(analysis_tables(results["analysis"]) + [flags_table_json(results)], quiet, json_path == "-")
+
+
+def parse_eps_allow_zero(values: Sequence[str]) -> tuple[float, ...] | None:
+    from .errors import BadInputError
+
+    if not values:
+        return None
+    out = []
+    for part in ",".join(values).split(","):
+        if part.strip():
+            try:
+                out.append(float(eval_fraction(part.strip())))
+            except ValueError:
+                raise BadInputError(f"--eps expects numbers like 0.1 or 8/255; got {part!r}") from None
+    return tuple(out)
+
+
+def eval_fraction(text: str) -> float:
+    """'8/255' → 0.03137…; '0.5' → 0.5."""
+    if "/" in text:
+        num, den = text.split("/", 1)
+        return float(num) / float(den)
+    return float(text)
+
+
+def parse_names(values: Sequence[str]) -> tuple[str, ...] | None:
+    names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+    if not names:
+        return None
+    return () if names == ("none",) else names
+
+
+def train_split(loaded: Any, data_source: str | None, data_root: str | None, split: str) -> Any:
+    """The train split for margin histograms (None when the source has none or is already train)."""
+    from .defaults import TRAIN_MARGIN_LIMIT
+    from .errors import BadInputError
+
+    if split == "train":
+        return None
+    try:
+        return load_data_from_options(loaded, data_source, data_root, "train", TRAIN_MARGIN_LIMIT)
+    except BadInputError:
+        return None
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--pdf", "pdf_path", default=None, help="Write the PDF report here.")
+@click.option("--md", "md_path", default=None, help="Write a Markdown summary here ('-' for stdout).")
+@click.option("--quiet", "-q", is_flag=True, help="No table.")
+@click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
+              help="Show tracebacks for errors.")
+def report(results: tuple[str, ...], pdf_path: str | None, md_path: str | None, quiet: bool) -> None:
+    """Render results JSONs side by side: lipcert report a.json b.json --pdf report.pdf --md summary.md"""
+    from .io import write_text_atomic
+    from .pipeline import ensure_analysis
+    from .render import load_results, summary_table
+    from .report import markdown, write_pdf
+
+    loaded = [ensure_analysis(load_results(p)) for p in results]
+    if pdf_path:
+        pages = write_pdf(loaded, pdf_path)
+        if not quiet:
+            stderr_console().print(f"wrote {pdf_path} ({pages} pages)")
+    if md_path == "-":
+        click.echo(markdown(loaded))
+    elif md_path:
+        write_text_atomic(md_path, markdown(loaded))
+    show([summary_table(loaded)], quiet, md_path == "-")
+
+
+
 # --------------------------------------------------------------------------- run / gate (issue 7)
+
+
+def gate_output_options(f: F) -> F:
+    decorators = [
+        click.option("--junit", "junit_path", default=None, help="Write the gate results as JUnit XML here."),
+        click.option("--summary-md", "summary_md_path", default=None,
+                     help="Write a Markdown gate summary here (e.g. $GITHUB_STEP_SUMMARY)."),
+        click.option("--quiet", "-q", is_flag=True, help="No tables or progress bar."),
+        click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
+                     help="Show tracebacks for errors."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+@main.command("run")
+@click.argument("suite_path", metavar="SUITE.yaml", type=click.Path())
+@click.option("--norm", type=click.Choice(["l2", "linf"]), default=None, help="Override the suite's norm.")
+@click.option("--eps", "eps", multiple=True, help="Override the suite's ε (repeat or 0.1,0.3).")
+@click.option("--data", "data_source", default=None, help="Override the suite's data source.")
+@click.option("--data-root", default=None, type=click.Path())
+@click.option("--split", type=click.Choice(["train", "test"]), default=None)
+@click.option("--limit", type=int, default=None)
+@click.option("--attacks", "attack_names", multiple=True, help="Override the attacks ('none' skips them).")
+@click.option("--steps", multiple=True, type=int, help="Override attack iterations.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--device", default=None, help="auto, cpu or cuda.")
+@click.option("--seed", type=int, default=None)
+@click.option("--json", "json_path", default=None, help="Results JSON path ({name} = model name).")
+@click.option("--pdf", "pdf_path", default=None, help="Also write a PDF report.")
+@click.option("--md", "md_path", default=None, help="Also write a Markdown report.")
+@gate_output_options
+def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_source: str | None,
+                data_root: str | None, split: str | None, limit: int | None, attack_names: tuple[str, ...],
+                steps: tuple[int, ...], batch_size: int | None, device: str | None, seed: int | None,
+                json_path: str | None, pdf_path: str | None, md_path: str | None, junit_path: str | None,
+                summary_md_path: str | None, quiet: bool) -> None:
+    """Run a YAML suite and its gates: lipcert run suite.yaml --junit gates.xml"""
+    from .suite import json_paths, load_suite, run_suite
+
+    check_positive("--batch-size", batch_size)
+    check_positive("--limit", limit)
+    overrides = dict(norm=norm, eps=parse_eps_allow_zero(eps), data_source=data_source, data_root=data_root,
+                     split=split, limit=limit, attacks=parse_names(attack_names), steps=tuple(steps) or None,
+                     batch_size=batch_size, device=device, seed=seed, json_path=json_path, pdf_path=pdf_path,
+                     md_path=md_path)
+    suite = load_suite(suite_path, overrides)
+    interactive = sys.stderr.isatty()  # the model count is known, the example count not yet
+    with progress_bar("run", PROGRESS_MIN_EXAMPLES if interactive else 0, quiet) as progress:
+        outcome = run_suite(suite, argv=sys.argv[1:], progress=progress)
+    for res, path in zip(outcome.results, json_paths(suite)):
+        emit_json(res, path)
+    write_reports(list(outcome.results), suite.pdf_path, suite.md_path, quiet)
+    show([summary_table_for(outcome.results)], quiet, False)
+    finish_gates(outcome.gates, junit_path, summary_md_path, quiet)
+
+
+def summary_table_for(results: Sequence[dict[str, Any]]) -> Any:
+    from .render import summary_table
+
+    return summary_table(list(results))
+
+
+def write_reports(results: list[dict[str, Any]], pdf_path: str | None, md_path: str | None, quiet: bool) -> None:
+    from .io import write_text_atomic
+    from .report import markdown, write_pdf
+
+    if pdf_path:
+        pages = write_pdf(results, pdf_path)
+        if not quiet:
+            stderr_console().print(f"wrote {pdf_path} ({pages} pages)")
+    if md_path:
+        write_text_atomic(md_path, markdown(results))
+
+
+def finish_gates(reports: Sequence[Any], junit_path: str | None, summary_md_path: str | None, quiet: bool) -> None:
+    """Render the gate table, write JUnit/Markdown, and raise GateFailed (exit 1) on failure."""
+    from .errors import GateFailed
+    from .io import write_text_atomic
+    from .render import gate_failure_message, gate_junit, gate_markdown, gate_table
+
+    if not reports:
+        return
+    show([gate_table(reports)], quiet, False)
+    if junit_path:
+        write_text_atomic(junit_path, gate_junit(reports))
+    if summary_md_path:
+        write_text_atomic(summary_md_path, gate_markdown(reports))
+    if not all(r.passed for r in reports):
+        raise GateFailed(gate_failure_message(reports))
+
+
+@main.command("gate")
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--config", "config_path", required=True, type=click.Path(),
+              help="YAML with the gate thresholds (or a suite with a gates: block).")
+@click.option("--baseline", "baseline_path", default=None, type=click.Path(),
+              help="Previous results JSON to compare with (overrides baseline.path).")
+@gate_output_options
+def gate_command(results: tuple[str, ...], config_path: str, baseline_path: str | None, junit_path: str | None,
+                 summary_md_path: str | None, quiet: bool) -> None:
+    """Gate existing results: lipcert gate results.json --config gates.yaml --baseline old.json"""
+    from .gate import evaluate_gates, load_gate_config
+    from .render import load_results
+
+    config = load_gate_config(config_path)
+    baseline = load_results(baseline_path) if baseline_path else None
+    reports = [evaluate_gates(load_results(p), config, baseline=baseline) for p in results]
+    finish_gates(reports, junit_path, summary_md_path, quiet)
+
 
 
 # --------------------------------------------------------------------------- demo (issue 3)

@@ -29,3 +29,27 @@ FLOAT_SAFETY_ULPS = 64
 
 #: A progress bar is drawn when a run has at least this many examples.
 PROGRESS_MIN_EXAMPLES = 512
+
+# --------------------------------------------------------------------------- analyses and reports (issue 6)
+
+#: ε values at which the summary reads off %err and certified accuracy ([WCAT] §5.1).
+DEFAULT_ANALYSIS_EPS: dict[str, tuple[float, ...]] = {"l2": (0.0, 0.1, 1.5), "linf": (8 / 255,)}
+#: Points on the ε grid of the error and certified-accuracy curves.
+CURVE_POINTS = 101
+#: Number of equal-size bins for accuracy binned by confidence gap ([L2NNN] Fig. 2).
+GAP_BINS = 10
+#: Number of thresholds on the hybrid-model curve ([L2NNN] §3.2).
+HYBRID_POINTS = 21
+#: Accuracy assumed for the points a hybrid model delegates to its other model.
+HYBRID_DELEGATE_ACCURACY = 1.0
+#: Bins of the label-margin histograms ([AR-REG] Fig. 4).
+MARGIN_HIST_BINS = 40
+#: Training examples used for the train-split margin histogram in ``lipcert analyze``.
+TRAIN_MARGIN_LIMIT = 2000
+
+# --------------------------------------------------------------------------- suites and gates (issue 7)
+
+#: Gates: baseline comparison allows this much drop (absolute, accuracy in [0, 1]) ...
+DEFAULT_MAX_DROP = 0.0
+#: ... plus this explicit noise tolerance (absolute).
+DEFAULT_NOISE_TOLERANCE = 0.0

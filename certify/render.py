@@ -152,3 +152,215 @@ def _cell(v: Any) -> Any:
     if isinstance(v, np.integer):
         return int(v)
     return v
+
+
+# --------------------------------------------------------------------------- analyze / report (issue 6)
+
+RESULT_SECTIONS = ("certify", "attack", "lipschitz", "analysis")
+
+
+def analysis_json(analysis: Any) -> dict[str, Any]:
+    """An :class:`certify.analysis.Analysis` as JSON (inf/nan → null; see the docs for null meanings)."""
+    out = jsonable(analysis)
+    if analysis.median_adv_distance is not None and math.isinf(analysis.median_adv_distance):
+        out["median_adv_distance"] = "inf"  # more than half never broken: keep it distinct from "no attack"
+    return out
+
+
+def combined_json(*, command: str, seed: int | None, model: dict[str, Any], data: dict[str, Any],
+                  certify: dict[str, Any] | None = None, attack: dict[str, Any] | None = None,
+                  lipschitz: dict[str, Any] | None = None, analysis: dict[str, Any] | None = None,
+                  partial: bool = False, name: str | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
+    """The combined results JSON of ``lipcert analyze`` / ``lipcert run`` (one per model)."""
+    from . import __version__
+
+    return jsonable({
+        "lipcert_version": __version__, "schema_version": JSON_SCHEMA_VERSION, "command": command,
+        "created": timestamp(), "seed": seed, "name": name, "model": dict(model), "data": dict(data),
+        "certify": certify, "attack": attack, "lipschitz": lipschitz, "analysis": analysis,
+        "partial": bool(partial), "notes": list(notes),
+    })
+
+
+def wrap_results(raw: Any, where: str = "results") -> dict[str, Any]:
+    """Accept a combined JSON, or a bare certify/attack JSON (wrapped into the combined shape)."""
+    from .errors import BadInputError
+
+    if not isinstance(raw, dict) or "command" not in raw:
+        raise BadInputError(f"{where}: expected a lipcert results JSON object with a 'command' key")
+    cmd = raw["command"]
+    if cmd in ("analyze", "run"):
+        return raw
+    if cmd not in ("certify", "attack"):
+        raise BadInputError(f"{where}: cannot read results of command {cmd!r}; expected analyze, run, certify or attack")
+    wrapped = combined_json(command=cmd, seed=raw.get("seed"), model=raw.get("model") or {},
+                            data=raw.get("data") or {}, partial=bool(raw.get("partial")),
+                            **{cmd: raw})
+    wrapped["created"] = raw.get("created")
+    return wrapped
+
+
+def load_results(path: str) -> dict[str, Any]:
+    """Read a results JSON file (combined or bare) into the combined shape."""
+    from pathlib import Path
+
+    from .errors import BadInputError
+
+    p = Path(path)
+    if not p.is_file():
+        raise BadInputError(f"results file {path!r} does not exist; run lipcert analyze/run --json first")
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadInputError(f"results file {path!r} is not valid JSON ({err})") from None
+    return wrap_results(raw, path)
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, str):
+        return x
+    return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:.3e}"
+
+
+def _pct_or_dash(x: Any) -> str:
+    return "—" if x is None else pct(x)
+
+
+def analysis_tables(a: dict[str, Any]) -> list[Table]:
+    """Rich tables of an analysis JSON: readings at ε, gap bins, hybrid and singular values."""
+    unit = "ℓ₂" if a["norm"] == "l2" else "ℓ∞"
+    t = Table(title=f"Error at chosen ε ({unit}) · n = {a['n']}", title_justify="left")
+    for col in ("ε", "%err (attacks)", "robust acc", "certified acc", "certified err"):
+        t.add_column(col, justify="right")
+    for r in a["at_eps"]:
+        t.add_row(_fmt(r["eps"]), _pct_or_dash(r["empirical_error"]), _pct_or_dash(r["robust_accuracy"]),
+                  pct(r["certified_accuracy"]), pct(r["certified_error"]))
+    t.caption = (f"median adversarial distance {_fmt(a['median_adv_distance'])} · "
+                 f"median certified radius {_fmt(a['median_certified_radius'])}")
+    return [t, gap_bins_table(a), hybrid_table(a), spreads_table(a)]
+
+
+def gap_bins_table(a: dict[str, Any]) -> Table:
+    t = Table(title=f"Accuracy in bins of confidence gap (attack/certified at ε = {_fmt(a['bin_eps'])})",
+              title_justify="left")
+    for col in ("bin", "n", "gap range", "natural", "after attack", "certified"):
+        t.add_column(col, justify="right")
+    for b in a["gap_bins"]:
+        t.add_row(str(b["index"] + 1), str(b["n"]), f"{_fmt(b['gap_min'], 3)}–{_fmt(b['gap_max'], 3)}",
+                  pct(b["natural_accuracy"]), _pct_or_dash(b["attacked_accuracy"]),
+                  _pct_or_dash(b["certified_accuracy"]))
+    return t
+
+
+def hybrid_table(a: dict[str, Any], every: int = 4) -> Table:
+    t = Table(title=f"Hybrid threshold (delegated points counted {pct(a['hybrid_delegate_accuracy'])} right)",
+              title_justify="left")
+    for col in ("gap threshold", "delegated", "kept accuracy", "overall"):
+        t.add_column(col, justify="right")
+    for h in a["hybrid"][::every]:
+        t.add_row(_fmt(h["threshold"], 3), pct(h["delegated_share"]), _pct_or_dash(h["kept_accuracy"]),
+                  pct(h["overall_accuracy"]))
+    return t
+
+
+def spreads_table(a: dict[str, Any]) -> Table | None:
+    if not a["singular_values"]:
+        return None
+    t = Table(title="Singular values of the weights (reshaped to out × rest)", title_justify="left")
+    for col in ("parameter", "shape", "std", "largest", "smallest"):
+        t.add_column(col, justify="right" if col != "parameter" else "left")
+    for s in a["singular_values"]:
+        t.add_row(s["name"], "×".join(map(str, s["shape"])), _fmt(s["std"]), _fmt(s["largest"]), _fmt(s["smallest"]))
+    return t
+
+
+def flags_table_json(results: dict[str, Any]) -> Table | None:
+    """Flags of every section of combined results (plus notes)."""
+    from .report import all_flags
+
+    rows = [(f"{section}: {fid}", msg) for section, fid, msg in all_flags(results)]
+    rows += [("note", n) for n in results.get("notes") or []]
+    if not rows:
+        return None
+    t = Table(title="Flags and notes (see docs/flags.md)", title_justify="left")
+    t.add_column("flag", style="yellow")
+    t.add_column("detail")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def summary_table(results: Sequence[dict[str, Any]]) -> Table:
+    """Models as columns ([L2NNN] Tables 1–2); the same strings as the PDF and Markdown."""
+    from .report import labels, summary_rows
+
+    t = Table(title="Summary", title_justify="left")
+    t.add_column("metric")
+    for lab in labels(results):
+        t.add_column(lab, justify="right")
+    for k, v in summary_rows(results):
+        t.add_row(k, *v)
+    return t
+
+
+# --------------------------------------------------------------------------- run / gate (issue 7)
+
+
+def _gate_value(r: Any) -> str:
+    if r.value is None:
+        return "missing"
+    return f"{r.value:.4f}" if r.gate != "certificate violations" and r.gate != "forbidden flags" else f"{r.value:g}"
+
+
+def gate_rows(reports: Sequence[Any]) -> list[list[str]]:
+    """model, gate, value, op, threshold, PASS/FAIL, detail: shared by every gate renderer."""
+    return [[rep.name, r.gate, _gate_value(r), r.op, f"{r.threshold:.4g}", "PASS" if r.passed else "FAIL", r.detail]
+            for rep in reports for r in rep.rows]
+
+
+def gate_table(reports: Sequence[Any]) -> Table:
+    ok = all(rep.passed for rep in reports)
+    t = Table(title=f"Gates: {'PASSED' if ok else 'FAILED'}", title_justify="left")
+    for col in ("model", "gate", "value", "", "threshold", "result", "detail"):
+        t.add_column(col, justify="right" if col in ("value", "threshold") else "left")
+    for row in gate_rows(reports):
+        style = "green" if row[5] == "PASS" else "bold red"
+        t.add_row(*row[:5], f"[{style}]{row[5]}[/]", row[6])
+    return t
+
+
+def gate_failure_message(reports: Sequence[Any]) -> str:
+    failed = [f"{rep.name}: {r.gate}" for rep in reports for r in rep.failed]
+    return f"{len(failed)} gate(s) failed: " + "; ".join(failed)
+
+
+def gate_junit(reports: Sequence[Any]) -> str:
+    """JUnit XML: one testsuite per model, one testcase per gate, <failure> for failed gates."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("testsuites", name="lipcert gates",
+                      tests=str(sum(len(r.rows) for r in reports)),
+                      failures=str(sum(len(r.failed) for r in reports)))
+    for rep in reports:
+        suite = ET.SubElement(root, "testsuite", name=rep.name, tests=str(len(rep.rows)),
+                              failures=str(len(rep.failed)), errors="0", skipped="0")
+        for r, row in zip(rep.rows, gate_rows([rep])):
+            case = ET.SubElement(suite, "testcase", classname=f"lipcert.{rep.name}", name=r.gate)
+            if not r.passed:
+                failure = ET.SubElement(case, "failure", message=f"{r.gate}: {row[2]} {r.op} {row[4]} is false",
+                                        type="GateFailed")
+                failure.text = row[6] or None
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def gate_markdown(reports: Sequence[Any]) -> str:
+    """Markdown for CI step summaries and PR comments."""
+    from .report import md_table
+
+    ok = all(rep.passed for rep in reports)
+    head = f"## lipcert gates: {'✅ passed' if ok else '❌ failed'}"
+    rows = [row[:5] + [("✅ " if row[5] == "PASS" else "❌ ") + row[5], row[6]] for row in gate_rows(reports)]
+    return "\n".join([head, "", md_table(["model", "gate", "value", "", "threshold", "result", "detail"], rows), ""])

@@ -1,0 +1,191 @@
+"""One model, one dataset → the combined results JSON (``lipcert analyze`` and ``lipcert run``).
+
+:func:`analyze` certifies, attacks (when the ``attacks`` package is
+installed), bounds the Lipschitz constant (when the analyser is available)
+and computes every analysis of :mod:`certify.analysis`.  It returns the
+combined results as a JSON-ready dict (see the README's "Combined results"),
+because every report, table and gate reads that dict: so every number shown
+equals the JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .analysis import (
+    Analysis,
+    LayerSpread,
+    analyse_examples,
+    attack_points_from_json,
+    forward_examples,
+    per_example_from_json,
+    singular_value_spreads,
+)
+from .defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CERTIFICATE,
+    DEFAULT_SEED,
+    HYBRID_DELEGATE_ACCURACY,
+)
+from .errors import BadInputError
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    """What :func:`analyze` runs.  ``attacks=()`` skips attacks; ``None`` uses the defaults."""
+
+    norm: str
+    eps: tuple[float, ...] | None = None  #: chosen ε (default: defaults.DEFAULT_ANALYSIS_EPS[norm])
+    attacks: tuple[str, ...] | None = None
+    steps: tuple[int, ...] = (100,)
+    restarts: int = 1
+    certificate: str = DEFAULT_CERTIFICATE  #: or "none" to skip certification
+    lipschitz_constant: float | None = None
+    assume_lipschitz: bool = False
+    lipschitz: bool = True  #: run the Lipschitz analyser when it is available
+    delegate_accuracy: float = HYBRID_DELEGATE_ACCURACY
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: Any = "cpu"
+    seed: int = DEFAULT_SEED
+    argv: tuple[str, ...] | None = field(default=None, compare=False)
+
+
+def chosen_eps(opts: AnalyzeOptions) -> tuple[float, ...]:
+    from .defaults import DEFAULT_ANALYSIS_EPS
+
+    if opts.norm not in DEFAULT_ANALYSIS_EPS:
+        raise BadInputError(f"expected --norm l2 or linf, got {opts.norm!r}")
+    eps = DEFAULT_ANALYSIS_EPS[opts.norm] if opts.eps is None else opts.eps
+    for e in eps:
+        if not (e >= 0 and math.isfinite(e)):
+            raise BadInputError(f"--eps must be ≥ 0 and finite, got {e}")
+    return tuple(float(e) for e in eps)
+
+
+def analyze(model: Any, data: Any, opts: AnalyzeOptions, *, train_data: Any = None, command: str = "analyze",
+            name: str | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Run everything ``opts`` asks for and return the combined results dict."""
+    from .render import analysis_json, certify_json, combined_json
+
+    eps = chosen_eps(opts)
+    notes: list[str] = []
+    report = _certify_or_none(model, data, opts, [e for e in eps if e > 0], notes, progress)
+    cert = certify_json(report, opts.argv) if report is not None else None
+    attack, lipschitz = external_reports(model, data, opts, [e for e in eps if e > 0], notes, progress)
+    ex_source = cert["per_example"] if cert else _forward_json(model, data, opts)
+    if cert is None and attack is None:
+        notes.append("no certificate and no attack: the analysis has natural accuracy and gaps only")
+    train_margins = None
+    if train_data is not None:
+        train_margins = forward_examples(model, train_data, batch_size=opts.batch_size, device=opts.device).margin
+    analysis = analyse_results_parts(ex_source, attack, norm=opts.norm, eps=eps, train_margins=train_margins,
+                                     spreads=singular_value_spreads(model), delegate_accuracy=opts.delegate_accuracy)
+    partial = bool(report is not None and report.partial) or bool(attack and attack.get("partial"))
+    data_info = {"source": data.source, "split": data.split, "n": len(data)}
+    return combined_json(command=command, seed=opts.seed, model=model.info, data=data_info, certify=cert,
+                         attack=attack, lipschitz=lipschitz, analysis=analysis_json(analysis), partial=partial,
+                         name=name, notes=notes)
+
+
+def _certify_or_none(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[float], notes: list[str],
+                     progress: ProgressFn | None) -> Any:
+    """Certify; with ``certificate=auto`` and no usable Lipschitz property, note it and return None."""
+    from .certificates import certify, plan_certificate
+
+    if opts.certificate == "none":
+        notes.append("certification skipped (certify: false)")
+        return None
+    if not eps:
+        notes.append("no positive ε: certification skipped")
+        return None
+    if opts.certificate == "auto":
+        try:
+            plan_certificate(model, norm=opts.norm, certificate="auto", lipschitz_constant=opts.lipschitz_constant,
+                             assume_lipschitz=opts.assume_lipschitz, input_dim=int(np.prod(data.input_shape)))
+        except BadInputError as err:
+            notes.append(f"no certificate: {err}")
+            return None
+    return certify(model, data, norm=opts.norm, eps=eps, certificate=opts.certificate,
+                   lipschitz_constant=opts.lipschitz_constant, assume_lipschitz=opts.assume_lipschitz,
+                   batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress)
+
+
+def _forward_json(model: Any, data: Any, opts: AnalyzeOptions) -> dict[str, Any]:
+    ex = forward_examples(model, data, batch_size=opts.batch_size, device=opts.device)
+    return {"label": ex.label.tolist(), "prediction": ex.prediction.tolist(), "gap": ex.gap.tolist(),
+            "margin": ex.margin.tolist(), "radius": [None] * len(ex)}
+
+
+# ============================================================================ SEAM (lead: integrate here)
+def external_reports(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[float], notes: list[str],
+                     progress: ProgressFn | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The ONE place that calls ``attacks.evaluate`` and ``certify.lipschitz.analyse``.
+
+    Both are imported lazily: when a package or renderer is missing, the
+    section is ``None`` and a note says why.  Returns (attack JSON, Lipschitz JSON).
+    """
+    from . import render
+
+    attack = lipschitz = None
+    if opts.attacks != () and eps:
+        try:
+            from attacks import evaluate
+        except ImportError:
+            notes.append("attacks package not available: no attack run")
+        else:
+            rep = evaluate(model, data, norm=opts.norm, eps=list(eps), attacks=opts.attacks, steps=opts.steps,
+                           restarts=opts.restarts, certify_first=opts.certificate != "none",
+                           certificate="auto" if opts.certificate == "none" else opts.certificate,
+                           assume_lipschitz=opts.assume_lipschitz, min_distance=True,
+                           batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress)
+            attack = render.attack_json(rep, list(opts.argv or ()))  # type: ignore[attr-defined]
+    if opts.lipschitz:
+        try:
+            from .lipschitz import analyse  # type: ignore[attr-defined]
+        except ImportError:
+            notes.append("Lipschitz analyser not available: no bound computed")
+        else:
+            lip = analyse(model, norm=opts.norm, input_shape=tuple(data.input_shape))
+            lipschitz = render.lipschitz_json(lip)  # type: ignore[attr-defined]
+    return attack, lipschitz
+# ============================================================================ END SEAM
+
+
+def analyse_results_parts(certify_pe: Mapping[str, Any] | None, attack: Mapping[str, Any] | None, *,
+                          norm: str, eps: Sequence[float] | None = None, train_margins: Any = None,
+                          spreads: Sequence[LayerSpread] = (),
+                          delegate_accuracy: float = HYBRID_DELEGATE_ACCURACY) -> Analysis:
+    """Analysis from per-example JSON blocks (certify and/or attack)."""
+    ex = per_example_from_json(certify_pe, attack.get("per_example") if attack else None)
+    return analyse_examples(ex, norm=norm, eps=eps, attack_points=attack_points_from_json(attack),
+                            train_margins=train_margins, spreads=spreads, delegate_accuracy=delegate_accuracy)
+
+
+def ensure_analysis(results: dict[str, Any], eps: Sequence[float] | None = None) -> dict[str, Any]:
+    """Fill in ``analysis`` of combined results that have none (e.g. a wrapped certify JSON)."""
+    from .render import analysis_json
+
+    if results.get("analysis") is not None:
+        return results
+    cert, attack = results.get("certify"), results.get("attack")
+    section = cert or attack
+    if not section:
+        raise BadInputError("results hold neither certify nor attack results; nothing to analyse")
+    norm = section.get("norm") or "l2"
+    if eps is None:
+        eps = default_eps_with(norm, [r["eps"] for s in (cert, attack) if s for r in s.get("results") or []])
+    analysis = analyse_results_parts(cert.get("per_example") if cert else None, attack, norm=norm, eps=eps)
+    return {**results, "analysis": analysis_json(analysis)}
+
+
+def default_eps_with(norm: str, evaluated: Sequence[float]) -> tuple[float, ...]:
+    """The norm's default chosen ε together with the ε a run evaluated (sorted, unique)."""
+    from .defaults import DEFAULT_ANALYSIS_EPS
+
+    return tuple(sorted(set(DEFAULT_ANALYSIS_EPS.get(norm, ())) | {float(e) for e in evaluated}))

@@ -1,0 +1,487 @@
+"""PDF and Markdown reports of one or several combined results JSONs (``lipcert report``).
+
+Every number drawn or printed is read from the results dicts (the JSON),
+never recomputed from a model; tables share :func:`summary_rows`, so the PDF
+and the Markdown show the same strings.  Models are columns, as in [L2NNN]
+Tables 1 and 2.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from typing import Any, Callable, Sequence
+
+from .errors import BadInputError
+
+Results = dict[str, Any]
+PAGE = (11.69, 8.27)  # A4 landscape, inches
+UNITS = {"l2": "ℓ2 distance (pixel scale [0, 1])", "linf": "ℓ∞ distance (pixel scale [0, 1])"}
+
+
+# --------------------------------------------------------------------------- shared strings
+
+
+def model_label(r: Results, i: int) -> str:
+    if r.get("name"):
+        return str(r["name"])
+    path = (r.get("model") or {}).get("path") or f"model {i + 1}"
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def labels(results: Sequence[Results]) -> list[str]:
+    out = [model_label(r, i) for i, r in enumerate(results)]
+    return [f"{lab} ({i + 1})" if out.count(lab) > 1 else lab for i, lab in enumerate(out)]
+
+
+def fmt_pct(x: Any) -> str:
+    return "—" if x is None else f"{100.0 * float(x):.2f}%"
+
+
+def fmt_num(x: Any) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, str):
+        return x
+    return f"{float(x):.4g}"
+
+
+def norm_of(r: Results) -> str:
+    a = r.get("analysis") or {}
+    return str(a.get("norm") or (r.get("certify") or r.get("attack") or {}).get("norm") or "l2")
+
+
+def lipschitz_bound(r: Results) -> Any:
+    lip = r.get("lipschitz")
+    return lip.get("global_bound") if lip else None
+
+
+def all_flags(r: Results) -> list[tuple[str, str, str]]:
+    """(section, id, message) for every flag raised in any section."""
+    out = []
+    for section in ("certify", "attack", "lipschitz"):
+        for f in (r.get(section) or {}).get("flags") or []:
+            out.append((section, f["id"], f["message"]))
+    return out
+
+
+def summary_rows(results: Sequence[Results]) -> list[tuple[str, list[str]]]:
+    """Metric name → one string per model; rows for every ε any model reports."""
+    rows: list[tuple[str, list[str]]] = [
+        ("norm", [norm_of(r) for r in results]),
+        ("examples", [str((r.get("analysis") or {}).get("n", "—")) for r in results]),
+        ("clean accuracy", [fmt_pct((r.get("analysis") or {}).get("clean_accuracy")) for r in results]),
+    ]
+    eps_all = sorted({(norm_of(r), e["eps"]) for r in results for e in (r.get("analysis") or {}).get("at_eps", [])})
+    for norm, eps in eps_all:
+        cells = [_at(r, norm, eps) for r in results]
+        tag = f"{'ℓ2' if norm == 'l2' else 'ℓ∞'} ε={eps:.4g}"
+        rows.append((f"%err attacks @ {tag}", [fmt_pct(c and c["empirical_error"]) for c in cells]))
+        rows.append((f"certified acc @ {tag}", [fmt_pct(c and c["certified_accuracy"]) for c in cells]))
+    rows += [
+        ("median adversarial distance", [fmt_num((r.get("analysis") or {}).get("median_adv_distance")) for r in results]),
+        ("median certified radius", [fmt_num((r.get("analysis") or {}).get("median_certified_radius")) for r in results]),
+        ("Lipschitz bound", [fmt_num(lipschitz_bound(r)) for r in results]),
+        ("certificate violations", [str(len((r.get("attack") or {}).get("violations") or [])) if r.get("attack")
+                                    else "—" for r in results]),
+        ("flags", [str(len(all_flags(r))) for r in results]),
+    ]
+    return rows
+
+
+def _at(r: Results, norm: str, eps: float) -> dict[str, Any] | None:
+    if norm_of(r) != norm:
+        return None
+    for e in (r.get("analysis") or {}).get("at_eps", []):
+        if e["eps"] == eps:
+            return e
+    return None
+
+
+def title_lines(results: Sequence[Results]) -> list[str]:
+    from . import __version__
+
+    lines = []
+    for lab, r in zip(labels(results), results):
+        m, d = r.get("model") or {}, r.get("data") or {}
+        lines.append(f"{lab}: {m.get('path')} ({m.get('format')}), sha256 {str(m.get('sha256'))[:16]}…")
+        lines.append(f"    data {d.get('source')}/{d.get('split')} n={d.get('n')} · seed {r.get('seed')} · "
+                     f"created {r.get('created')} · lipcert {r.get('lipcert_version')}"
+                     + (" · PARTIAL" if r.get("partial") else ""))
+    import matplotlib
+    import numpy
+    import torch
+
+    lines.append(f"rendered by lipcert {__version__} · torch {torch.__version__} · numpy {numpy.__version__} · "
+                 f"matplotlib {matplotlib.__version__} · python {platform.python_version()}")
+    return lines
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def markdown(results: Sequence[Results]) -> str:
+    """Markdown summary: title block, summary table (models as columns), gap bins, flags."""
+    labs = labels(results)
+    out = ["# lipcert report", ""] + [f"- {line.strip()}" for line in title_lines(results)] + [""]
+    out += ["## Summary", "", md_table(["metric"] + labs, [[k] + v for k, v in summary_rows(results)]), ""]
+    for lab, r in zip(labs, results):
+        a = r.get("analysis") or {}
+        if a.get("gap_bins"):
+            out += [f"## Accuracy by confidence-gap bin: {lab} (ε = {fmt_num(a['bin_eps'])})", ""]
+            rows = [[str(b["index"] + 1), str(b["n"]), f"{fmt_num(b['gap_min'])}–{fmt_num(b['gap_max'])}",
+                     fmt_pct(b["natural_accuracy"]), fmt_pct(b["attacked_accuracy"]),
+                     fmt_pct(b["certified_accuracy"])] for b in a["gap_bins"]]
+            out += [md_table(["bin", "n", "gap range", "natural", "after attack", "certified"], rows), ""]
+    flags = [[lab, f"`{fid}`", msg] for lab, r in zip(labs, results) for _, fid, msg in all_flags(r)]
+    out += ["## Flags", "", md_table(["model", "flag", "detail"], flags) if flags else "No flags raised.", ""]
+    notes = [[lab, n] for lab, r in zip(labs, results) for n in r.get("notes") or []]
+    if notes:
+        out += ["## Notes", "", md_table(["model", "note"], notes), ""]
+    return "\n".join(out)
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    esc = [[str(c).replace("|", "\\|") for c in row] for row in [list(header)] + [list(r) for r in rows]]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in esc[1:]])
+
+
+# --------------------------------------------------------------------------- PDF
+
+
+def write_pdf(results: Sequence[Results], path: str) -> int:
+    """Write the PDF report; returns the number of pages."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from .io import atomic_path
+
+    if not results:
+        raise BadInputError("give at least one results JSON to report on")
+    pages = 0
+    with atomic_path(path) as tmp, PdfPages(tmp, metadata={"Title": "lipcert report", "Creator": "lipcert"}) as pdf:
+        for page in PAGES:
+            fig = page(results)
+            if fig is None:
+                continue
+            pdf.savefig(fig)
+            _close(fig)
+            pages += 1
+    return pages
+
+
+def _close(fig: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _figure(title: str, nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Any, Any]:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=PAGE, squeeze=False, **kw)
+    fig.suptitle(title, fontsize=15, fontweight="bold")
+    return fig, axes
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(n, 2)
+    return math.ceil(n / cols), cols
+
+
+def _hide_unused(axes: Any, used: int) -> None:
+    for ax in axes.flat[used:]:
+        ax.set_visible(False)
+
+
+def page_title(results: Sequence[Results]) -> Any:
+    fig, axes = _figure("lipcert robustness report")
+    ax = axes[0, 0]
+    ax.axis("off")
+    lines = title_lines(results)
+    ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=8.5, family="monospace",
+            transform=ax.transAxes)
+    rows = summary_rows(results)
+    n = len(results)
+    table = ax.table(cellText=[[k] + v for k, v in rows], colLabels=["metric"] + labels(results),
+                     colWidths=[0.34] + [0.66 / n] * n, loc="lower center", cellLoc="center",
+                     bbox=[0.02, 0.0, 0.96, 0.93 - 0.035 * len(lines)])
+    for (row, col), cell in table.get_celld().items():
+        if col == 0:
+            cell.set_text_props(ha="left")
+            cell.PAD = 0.02
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    return fig
+
+
+def page_error_curves(results: Sequence[Results]) -> Any:
+    norms = sorted({norm_of(r) for r in results})
+    fig, axes = _figure("Empirical error curves C_err(ε) = P(d(x) ≤ ε), worst case over attacks", 1, len(norms))
+    drawn = False
+    for ax, norm in zip(axes.flat, norms):
+        for lab, r in zip(labels(results), results):
+            c = _curve(r, "worst case")
+            if norm_of(r) == norm and c:
+                ax.plot(c["eps"], c["values"], label=lab)
+                drawn = True
+        _curve_axes(ax, norm, "error rate (attacked)")
+    return fig if drawn else _closed(fig)
+
+
+def _closed(fig: Any) -> None:
+    _close(fig)
+    return None
+
+
+def _curve(r: Results, name: str) -> dict[str, Any] | None:
+    for c in (r.get("analysis") or {}).get("curves", []):
+        if c["name"] == name:
+            return c
+    return None
+
+
+def _curve_axes(ax: Any, norm: str, ylabel: str) -> None:
+    ax.set_xlabel(f"ε, {UNITS[norm]}")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
+
+
+def page_certified_vs_empirical(results: Sequence[Results]) -> Any:
+    nr, nc = _grid(len(results))
+    fig, axes = _figure("Certified (upper bound) vs empirical (lower bound) error", nr, nc)
+    for ax, lab, r in zip(axes.flat, labels(results), results):
+        for c in (r.get("analysis") or {}).get("curves", []):
+            style = {"certified": dict(ls="--", color="black", lw=2), "worst case": dict(color="tab:red", lw=2)}
+            if c["name"] in style:
+                ax.plot(c["eps"], c["values"], label=f"{c['name']} error", **style[c["name"]])
+            else:
+                ax.plot(c["eps"], c["values"], marker="o", ls=":", label=f"{c['name']} (robust acc points)")
+        ax.set_title(lab, fontsize=10)
+        _curve_axes(ax, norm_of(r), "error rate")
+    _hide_unused(axes, len(results))
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def page_certified_accuracy(results: Sequence[Results]) -> Any:
+    norms = sorted({norm_of(r) for r in results})
+    fig, axes = _figure("Certified accuracy against ε", 1, len(norms))
+    drawn = False
+    for ax, norm in zip(axes.flat, norms):
+        for lab, r in zip(labels(results), results):
+            c = (r.get("analysis") or {}).get("certified_accuracy")
+            if norm_of(r) == norm and c and r["analysis"].get("median_certified_radius") is not None:
+                ax.plot(c["eps"], c["values"], label=lab)
+                drawn = True
+        _curve_axes(ax, norm, "certified accuracy")
+    return fig if drawn else _closed(fig)
+
+
+def page_gap_bins(results: Sequence[Results]) -> Any:
+    import numpy as np
+
+    nr, nc = _grid(len(results))
+    fig, axes = _figure("Accuracy in 10 equal bins sorted by confidence gap ([L2NNN] Fig. 2)", nr, nc)
+    for ax, lab, r in zip(axes.flat, labels(results), results):
+        a = r.get("analysis") or {}
+        bins = a.get("gap_bins") or []
+        x = np.arange(len(bins))
+        kinds = [("natural_accuracy", "natural"), ("attacked_accuracy", f"after attack ε={fmt_num(a.get('bin_eps'))}"),
+                 ("certified_accuracy", f"certified ε={fmt_num(a.get('bin_eps'))}")]
+        for k, (key, name) in enumerate(kinds):
+            vals = [b[key] for b in bins]
+            if any(v is not None for v in vals):
+                ax.bar(x + (k - 1) * 0.27, [v or 0.0 for v in vals], width=0.27, label=name)
+        ax.set_xticks(x, [str(b["index"] + 1) for b in bins])
+        ax.set_xlabel("gap bin (1 = smallest gaps)")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(lab, fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+    _hide_unused(axes, len(results))
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def page_hybrid(results: Sequence[Results]) -> Any:
+    fig, axes = _figure("Hybrid model: delegate points with gap < threshold ([L2NNN] §3.2)", 1, 2)
+    left, right = axes[0]
+    for k, (lab, r) in enumerate(zip(labels(results), results)):
+        h = (r.get("analysis") or {}).get("hybrid") or []
+        t = [p["threshold"] for p in h]
+        left.plot(t, [p["delegated_share"] for p in h], label=lab, color=f"C{k}")
+        right.plot(t, [p["kept_accuracy"] if p["kept_accuracy"] is not None else float("nan") for p in h],
+                   label=f"{lab}: kept points", color=f"C{k}")
+        right.plot(t, [p["overall_accuracy"] for p in h], ls="--", label=f"{lab}: overall", color=f"C{k}")
+    left.set_ylabel("share delegated")
+    right.set_ylabel("accuracy")
+    share = (results[0].get("analysis") or {}).get("hybrid_delegate_accuracy", 1.0)
+    right.set_title(f"overall counts delegated points {fmt_pct(share)} right", fontsize=9)
+    for ax in (left, right):
+        ax.set_xlabel("gap threshold (logit units)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def page_iteration_scaling(results: Sequence[Results]) -> Any:
+    rows = [(lab, s) for lab, r in zip(labels(results), results)
+            for s in (r.get("attack") or {}).get("iteration_scaling") or []]
+    if not rows:
+        return None
+    fig, axes = _figure("Robust accuracy as the attack budget grows ([L2NNN] Tables 1–2)", 1, 2)
+    left, right = axes[0]
+    series: dict[str, list[tuple[float, float]]] = {}
+    for lab, s in rows:
+        key = f"{lab} · {s['attack']} ε={fmt_num(s['eps'])}"
+        series.setdefault(key, []).append((s["steps"] * s.get("restarts", 1), s["robust_accuracy"]))
+    for key, pts in series.items():
+        pts.sort()
+        left.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key)
+    left.set_xscale("log")
+    left.set_xlabel("attack iterations × restarts")
+    left.set_ylabel("robust accuracy")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    right.axis("off")
+    cells = [[lab, s["attack"], fmt_num(s["eps"]), str(s["steps"]), str(s.get("restarts", 1)),
+              fmt_pct(s["robust_accuracy"])] for lab, s in rows[:30]]
+    t = right.table(cellText=cells, colLabels=["model", "attack", "ε", "steps", "restarts", "robust acc"],
+                    loc="upper center", cellLoc="center")
+    t.auto_set_font_size(False)
+    t.set_fontsize(8)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def page_margins(results: Sequence[Results]) -> Any:
+    nr, nc = _grid(len(results))
+    fig, axes = _figure("Label-margin histograms, train and test ([AR-REG] Fig. 4)", nr, nc)
+    for ax, lab, r in zip(axes.flat, labels(results), results):
+        m = (r.get("analysis") or {}).get("margins") or {}
+        edges = m.get("edges") or []
+        for split, color in (("test", "tab:blue"), ("train", "tab:orange")):
+            if m.get(split) is not None:
+                total = max(sum(m[split]), 1)
+                ax.stairs([c / total for c in m[split]], edges, label=f"{split} (mean {fmt_num(m.get(split + '_mean'))})",
+                          color=color, lw=1.8)
+        ax.axvline(0.0, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("label margin y_label − max other logit (logit units)")
+        ax.set_ylabel("share of points")
+        ax.set_title(lab, fontsize=10)
+        ax.legend(fontsize=8)
+    _hide_unused(axes, len(results))
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def page_singular_values(results: Sequence[Results]) -> Any:
+    import numpy as np
+
+    if not any((r.get("analysis") or {}).get("singular_values") for r in results):
+        return None
+    fig, axes = _figure("Std of each weight's singular values (kernel reshaped to out × rest; [AR-REG] Fig. 5)")
+    ax = axes[0, 0]
+    width = 0.8 / len(results)
+    for k, (lab, r) in enumerate(zip(labels(results), results)):
+        sv = (r.get("analysis") or {}).get("singular_values") or []
+        ax.bar(np.arange(len(sv)) + k * width, [s["std"] for s in sv], width=width, label=lab)
+    ax.set_xlabel("weight tensor (rank ≥ 2), in parameter order: 1 = first layer")
+    longest = max(len((r.get("analysis") or {}).get("singular_values") or []) for r in results)
+    ax.set_xticks(np.arange(longest) + 0.4 - width / 2, [str(i + 1) for i in range(longest)])
+    ax.set_ylabel("std of singular values")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def page_lipschitz(results: Sequence[Results]) -> Any:
+    rows = []
+    for lab, r in zip(labels(results), results):
+        lip = r.get("lipschitz")
+        if not lip:
+            continue
+        rows.append([lab, "global", "", fmt_num(lip.get("global_bound")), "",
+                     "verified" if lip.get("verified") else "NOT verified"])
+        for layer in (lip.get("layers") or [])[:25]:
+            rows.append([lab, str(layer.get("name")), str(layer.get("op")), fmt_num(layer.get("bound")),
+                         fmt_num(layer.get("estimate")), ""])
+    if not rows:
+        return None
+    fig, axes = _figure("Lipschitz bounds (sound bound and power-iteration estimate per layer)")
+    ax = axes[0, 0]
+    ax.axis("off")
+    t = ax.table(cellText=rows[:40], colLabels=["model", "layer", "op", "bound", "estimate", "status"],
+                 loc="upper center", cellLoc="center")
+    t.auto_set_font_size(False)
+    t.set_fontsize(10)
+    t.scale(1.0, 1.6)
+    return fig
+
+
+def page_tightness(results: Sequence[Results]) -> Any:
+    pairs = []
+    for lab, r in zip(labels(results), results):
+        pe = (r.get("attack") or {}).get("per_example") or {}
+        cert_pe = (r.get("certify") or {}).get("per_example") or pe
+        if pe.get("min_adv_distance") and cert_pe.get("radius"):
+            pairs.append((lab, r, cert_pe, pe))
+    if not pairs:
+        return None
+    fig, axes = _figure("Certified radius against minimum adversarial distance (tightness)")
+    ax = axes[0, 0]
+    top = 0.0
+    for lab, r, cert_pe, pe in pairs:
+        pts = [(rad, d) for rad, d, y, p in zip(cert_pe["radius"], pe["min_adv_distance"], cert_pe["label"],
+                                                cert_pe["prediction"])
+               if rad is not None and d is not None and y == p]
+        tight = (r.get("analysis") or {}).get("tightness") or {}
+        ax.scatter([p[1] for p in pts], [p[0] for p in pts], s=6, alpha=0.5,
+                   label=f"{lab} (median radius/d = {fmt_num(tight.get('median_ratio'))})")
+        top = max([top] + [max(p) for p in pts])
+    ax.plot([0, top], [0, top], color="black", lw=1, label="radius = d (tight)")
+    ax.set_xlabel(f"minimum adversarial distance d(x), {UNITS[norm_of(pairs[0][1])]}")
+    ax.set_ylabel("certified radius")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def page_flags(results: Sequence[Results]) -> Any:
+    rows = [[lab, f"{section}: {fid}", _wrap(msg)] for lab, r in zip(labels(results), results)
+            for section, fid, msg in all_flags(r)]
+    rows += [[lab, "note", _wrap(n)] for lab, r in zip(labels(results), results) for n in r.get("notes") or []]
+    fig, axes = _figure("Flags raised and notes (see docs/flags.md)")
+    ax = axes[0, 0]
+    ax.axis("off")
+    if not rows:
+        ax.text(0.5, 0.5, "No flags raised.", ha="center", fontsize=14)
+        return fig
+    t = ax.table(cellText=rows[:24], colLabels=["model", "flag", "detail"], loc="upper center", cellLoc="left",
+                 colWidths=[0.15, 0.25, 0.6])
+    t.auto_set_font_size(False)
+    t.set_fontsize(7.5)
+    for (row, _), cell in t.get_celld().items():
+        cell.set_height(0.05 if row else 0.035)
+    return fig
+
+
+def _wrap(text: str, width: int = 80) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(text), width)[:3])
+
+
+PAGES: list[Callable[[Sequence[Results]], Any]] = [
+    page_title, page_error_curves, page_certified_vs_empirical, page_certified_accuracy, page_gap_bins,
+    page_hybrid, page_iteration_scaling, page_tightness, page_margins, page_singular_values, page_lipschitz,
+    page_flags,
+]
