@@ -15,7 +15,7 @@ from certify.cli import main
 from certify.gate import GateConfig, evaluate_gates, gate_config
 from certify.render import certify_json, dumps, gate_junit, gate_markdown
 
-from helpers_analysis import combined_from, fake_attack_json, fake_lipschitz_json, make_model
+from .helpers_analysis import combined_from, fake_attack_json, fake_lipschitz_json, make_model
 
 GATES = """
 gates:

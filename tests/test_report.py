@@ -16,7 +16,7 @@ from certify.defaults import FASHION_MNIST_DIR
 from certify.render import certify_json, dumps
 from certify.report import markdown, summary_rows, write_pdf
 
-from helpers_analysis import combined_from, fake_attack_json, fake_lipschitz_json, make_model
+from .helpers_analysis import combined_from, fake_attack_json, fake_lipschitz_json, make_model
 
 
 @pytest.fixture(scope="module")

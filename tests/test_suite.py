@@ -12,7 +12,7 @@ from certify.cli import main
 from certify.errors import BadInputError
 from certify.suite import json_paths, load_suite
 
-from helpers_analysis import make_model
+from .helpers_analysis import make_model
 
 
 @pytest.fixture(scope="module")
