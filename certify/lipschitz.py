@@ -401,6 +401,8 @@ def _add(a: _Analyser, node: Any, value: torch.Tensor) -> _Var:
     # relu(z) - z == -relu(-z)  ([L2NNN] Lemma 4)
     if sx == 1.0 and sy == -1.0 and vx.relu_of is y and value.shape == a.env[y].shape:
         return _Var(vy.lip, negrelu_of=y)
+    if sx == 1.0 and sy == -1.0 and vy.relu_of is x and value.shape == a.env[x].shape:  # z - relu(z) = -relu(-z)
+        return _Var(vx.lip, negrelu_of=x)
     lip = sum(v.lip * abs(s) * a.expansion(n, value) for v, s, n in terms)
     a.record(node, lip / max(max(v.lip for v, _, _ in terms), 1e-300))
     return _Var(lip)
