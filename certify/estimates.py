@@ -136,7 +136,7 @@ def local_search(model: Callable[[torch.Tensor], torch.Tensor], data: Dataset, s
         best = torch.where(better, sigma, best)
         x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), cand, x)
     i = int(best.argmax())
-    return Peak(float(best[i]), int(idx[i]))
+    return Peak(float(best[i].detach()), int(idx[i]))
 
 
 def _ascend(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, iterations: int,
