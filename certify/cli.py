@@ -331,6 +331,73 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
 # --------------------------------------------------------------------------- lipschitz (issue 4)
 
 
+@main.command()
+@model_options
+@click.option("--norm", type=click.Choice(["l2", "linf"]), default="l2", show_default=True,
+              help="Norm of the bounds (L2→L2 or ℓ∞→ℓ∞).")
+@click.option("--data", "data_source", default=None,
+              help="Data for the empirical estimates (same names as certify); omit for bounds only.")
+@click.option("--data-root", default=None, type=click.Path(), help="Root directory for named datasets.")
+@click.option("--split", type=click.Choice(["train", "test"]), default=DEFAULT_SPLIT, show_default=True)
+@click.option("--limit", type=int, default=1000, show_default=True, help="Points for the empirical estimates.")
+@run_options
+def lipschitz(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
+              data_source: str | None, data_root: str | None, split: str, limit: int, device: str, seed: int,
+              json_path: str | None, quiet: bool) -> None:
+    """Guaranteed Lipschitz bounds per layer, and empirical estimates: lipcert lipschitz model.pt2 --data demo"""
+    from .device import resolve_device, seed_everything
+    from .estimates import empirical_estimates
+    from .lipschitz import analyse
+    from .render import empirical_table, lipschitz_json, lipschitz_table
+
+    check_positive("--limit", limit)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, "cpu")
+    data = load_dataset_for_lipschitz(loaded, data_source, data_root, split, limit)
+    report = analyse(loaded, norm=norm, input_shape=data.input_shape if data is not None else None)
+    empirical = None
+    if data is not None:
+        loaded.module.to(dev)
+        with progress_bar("estimates", len(data), quiet) as progress:
+            empirical = empirical_estimates(loaded.module, data, bounds=loaded.metadata.bounds, device=dev,
+                                            seed=seed, progress=progress)
+    emit_json(lipschitz_json(report, empirical, sys.argv[1:], loaded.info), json_path)
+    show([lipschitz_table(report), empirical_table(empirical) if empirical is not None else None],
+         quiet, json_path == "-")
+
+
+def load_dataset_for_lipschitz(loaded: Any, data_source: str | None, data_root: str | None, split: str,
+                               limit: int) -> Any:
+    if data_source is None:
+        return None
+    return load_data_from_options(loaded, data_source, data_root, split, limit)
+
+
+@main.command("data-lipschitz")
+@click.argument("data_source", metavar="DATA")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
+@click.option("--data-root", default=None, type=click.Path(), help="Root directory for named datasets.")
+@click.option("--limit", type=int, default=None, help="Use only the first N examples.")
+@run_options
+def data_lipschitz_cmd(data_source: str, split: str, data_root: str | None, limit: int | None, device: str,
+                       seed: int, json_path: str | None, quiet: bool) -> None:
+    """Lip₂,∞ of a dataset ([WCAT] App. C): lipcert data-lipschitz fashion-mnist"""
+    from .data import load_dataset
+    from .device import resolve_device
+    from .estimates import data_lipschitz
+    from .render import data_lipschitz_json, data_lipschitz_table
+
+    dev = resolve_device(device)
+    data = load_dataset(data_source, split=split, data_root=data_root, limit=limit)
+    with progress_bar("data-lipschitz", len(data), quiet) as progress:
+        result = data_lipschitz(data, device=dev, progress=progress)
+    info = {"source": data.source, "split": data.split, "n": len(data)}
+    emit_json(data_lipschitz_json(result, info, sys.argv[1:]), json_path)
+    show([data_lipschitz_table(result, data.source)], quiet, json_path == "-")
+
+
+
 # --------------------------------------------------------------------------- attack (issue 5)
 
 

@@ -53,3 +53,26 @@ TRAIN_MARGIN_LIMIT = 2000
 DEFAULT_MAX_DROP = 0.0
 #: ... plus this explicit noise tolerance (absolute).
 DEFAULT_NOISE_TOLERANCE = 0.0
+# --------------------------------------------------------------------------- Lipschitz analysis (issue 4)
+
+#: Gram iteration steps for guaranteed L2 norms of dense matrices; the bound
+#: overshoots σ_max by at most rank^(1/2^(t+1)) (t=18: 1.00003 for rank 784).
+LIPSCHITZ_GRAM_ITERATIONS = 18
+#: Power-iteration steps for the per-layer estimates shown beside the bounds.
+LIPSCHITZ_POWER_ITERATIONS = 200
+#: Largest banded AᵀA (entries) the exact Cholesky certificate of a
+#: convolution may allocate (float64: 8 bytes each).  Larger inputs use the
+#: circulant bound.
+LIPSCHITZ_CONV_EXACT_MAX_BAND_ENTRIES = 40_000_000
+#: Relative tolerance when a computed bound is compared with a claimed constant.
+LIPSCHITZ_CLAIM_TOLERANCE = 1e-6
+
+# Empirical estimates (SCIENCE §3)
+ESTIMATE_POWER_ITERATIONS = 10
+ESTIMATE_BATCH_SIZE = 250
+LOCAL_SEARCH_POINTS = 16
+LOCAL_SEARCH_STEPS = 5
+LOCAL_SEARCH_RADIUS = 0.1
+
+# Lipschitz constant of the data
+DATA_LIPSCHITZ_BLOCK = 2048

@@ -364,3 +364,91 @@ def gate_markdown(reports: Sequence[Any]) -> str:
     head = f"## lipcert gates: {'✅ passed' if ok else '❌ failed'}"
     rows = [row[:5] + [("✅ " if row[5] == "PASS" else "❌ ") + row[5], row[6]] for row in gate_rows(reports)]
     return "\n".join([head, "", md_table(["model", "gate", "value", "", "threshold", "result", "detail"], rows), ""])
+# --------------------------------------------------------------------------- lipschitz (issue 4)
+
+
+def lipschitz_json(report: Any, empirical: Any = None, argv: Sequence[str] | None = None,
+                   model: dict[str, str] | None = None) -> dict[str, Any]:
+    """``lipcert lipschitz`` JSON: bounds per layer, global, per-logit, pairwise, empirical estimates."""
+    emp: dict[str, Any] | None = None
+    if empirical is not None:
+        emp = {"n": empirical.n, "jacobian_spectral_mean": empirical.jacobian_spectral_mean,
+               "seconds": empirical.seconds}
+        for key in ("jacobian_spectral_max", "grad_loss_l2_max", "grad_loss_l1_max", "jacobian_2_inf_max",
+                    "jacobian_1_inf_max", "local_search_max"):
+            peak = getattr(empirical, key)
+            emp[key] = peak.value
+            emp[key + "_index"] = peak.index
+    out = {
+        "lipcert_version": _version(), "schema_version": JSON_SCHEMA_VERSION, "command": "lipschitz",
+        "argv": list(argv) if argv is not None else None, "created": timestamp(), "model": model,
+        "norm": report.norm, "verified": report.verified, "unverifiable_ops": list(report.unverifiable_ops),
+        "graph_source": report.source, "global_bound": report.global_bound,
+        "per_logit_bounds": list(report.per_logit_bounds), "pair_bounds": [list(r) for r in report.pair_bounds],
+        "layers": [{"name": lb.name, "op": lb.op, "bound": lb.bound, "estimate": lb.estimate}
+                   for lb in report.layers],
+        "empirical": emp,
+    }
+    return jsonable(out)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.6g}"
+
+
+def lipschitz_table(report: Any) -> Table:
+    unit = "ℓ₂→ℓ₂" if report.norm == "l2" else "ℓ∞→ℓ∞"
+    status = "verified" if report.verified else "UNVERIFIABLE: " + ", ".join(report.unverifiable_ops)
+    t = Table(title=f"Lipschitz bounds · {unit} · global {_num(report.global_bound)} [{status}]",
+              title_justify="left")
+    for col, just in (("node", "left"), ("op", "left"), ("guaranteed", "right"), ("power iter.", "right"),
+                      ("ratio", "right")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for lb in report.layers:
+        ratio = f"{lb.bound / lb.estimate:.4f}" if lb.estimate else "—"
+        t.add_row(lb.name, lb.op, _num(lb.bound), _num(lb.estimate), ratio)
+    if report.per_logit_bounds:
+        t.add_section()
+        t.add_row("per-logit", "", ", ".join(f"{b:.4g}" for b in report.per_logit_bounds), "", "")
+    return t
+
+
+def empirical_table(empirical: Any) -> Table:
+    t = Table(title=f"Empirical lower bounds on {empirical.n} points", title_justify="left")
+    t.add_column("estimate")
+    t.add_column("value", justify="right")
+    t.add_column("index", justify="right")
+    t.add_row("‖J‖₂ mean", f"{empirical.jacobian_spectral_mean:.6g}", "")
+    for label, key in (("‖J‖₂ max", "jacobian_spectral_max"), ("‖∇ℓ‖₂ max", "grad_loss_l2_max"),
+                       ("‖∇ℓ‖₁ max", "grad_loss_l1_max"), ("max_k ‖∇y_k‖₂", "jacobian_2_inf_max"),
+                       ("max_k ‖∇y_k‖₁", "jacobian_1_inf_max"), ("‖J‖₂ local search", "local_search_max")):
+        peak = getattr(empirical, key)
+        t.add_row(label, f"{peak.value:.6g}", str(peak.index))
+    return t
+
+
+def data_lipschitz_json(result: Any, data: dict[str, Any], argv: Sequence[str] | None = None) -> dict[str, Any]:
+    out = {"lipcert_version": _version(), "schema_version": JSON_SCHEMA_VERSION, "command": "data-lipschitz",
+           "argv": list(argv) if argv is not None else None, "created": timestamp(), "data": data,
+           "lip_2_inf": result.lip_2_inf, "min_distance": result.min_distance,
+           "closest_pair": [result.index_a, result.index_b], "candidates_rechecked": result.candidates_rechecked,
+           "seconds": result.seconds}
+    return jsonable(out)
+
+
+def data_lipschitz_table(result: Any, source: str) -> Table:
+    t = Table(title=f"Lipschitz constant of the data · {source}", title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("examples", str(result.n))
+    t.add_row("Lip₂,∞(D)", f"{result.lip_2_inf:.6g}")
+    t.add_row("min distance (ℓ₂)", f"{result.min_distance:.6g}")
+    t.add_row("closest pair", f"{result.index_a}, {result.index_b}")
+    t.add_row("seconds", f"{result.seconds:.1f}")
+    return t
