@@ -134,6 +134,7 @@ def plan_certificate(
     lipschitz_constant: float | None = None,
     assume_lipschitz: bool = False,
     input_dim: int,
+    input_shape: tuple[int, ...] | None = None,
 ) -> CertificatePlan:
     """Choose the radius rule (see the module docs).
 
@@ -161,6 +162,7 @@ def plan_certificate(
         lipschitz_constant=lipschitz_constant,
         assume_lipschitz=assume_lipschitz,
         input_dim=input_dim,
+        input_shape=input_shape,
     )
 
 
@@ -268,7 +270,8 @@ def certify(
     check_against_model(data, meta.input_shape, meta.bounds, num_classes)
     input_dim = int(np.prod(data.input_shape))
     plan = plan_certificate(model, norm=norm, certificate=certificate, lipschitz_constant=lipschitz_constant,
-                            assume_lipschitz=assume_lipschitz, input_dim=input_dim)
+                            assume_lipschitz=assume_lipschitz, input_dim=input_dim,
+                            input_shape=data.input_shape)
     if not plan.lipschitz_verified:
         flags.append(Flag("lipschitz-assumed", f"certificate {plan.certificate} rests on a {plan.basis} "
                                                f"Lipschitz property: {plan.reason}"))

@@ -801,11 +801,27 @@ def _conv_spec(weight: torch.Tensor, stride, padding, dilation, groups: int, x: 
 # --------------------------------------------------------------------------- public API
 
 
+_CACHE: dict[tuple[Any, ...], LipschitzReport] = {}
+
+
 def analyse(model: LoadedModel, *, norm: str = "l2", input_shape: tuple[int, ...] | None = None) -> LipschitzReport:
-    """Guaranteed Lipschitz bounds of ``model`` in ``norm`` (see the module docs)."""
+    """Guaranteed Lipschitz bounds of ``model`` in ``norm`` (see the module docs).
+
+    Results are cached per loaded model, norm and input shape: certify, attack
+    and analyze on the same model analyse its weights once.
+    """
     if norm not in NORMS:
         raise BadInputError(f"expected norm l2 or linf, got {norm!r}")
     shape = _example_shape(model, input_shape)
+    key = (id(model.module), model.sha256, norm, shape)
+    if key not in _CACHE:
+        if len(_CACHE) >= 8:  # keep memory bounded
+            _CACHE.clear()
+        _CACHE[key] = _analyse(model, norm, shape)
+    return _CACHE[key]
+
+
+def _analyse(model: LoadedModel, norm: str, shape: tuple[int, ...]) -> LipschitzReport:
     lo, hi = model.metadata.bounds
     example = lo + (hi - lo) * torch.rand((1,) + shape, generator=torch.Generator().manual_seed(0))
     try:
@@ -878,13 +894,14 @@ def _claim_holds(report: LipschitzReport, certificate: str, constant: float) -> 
 
 
 def verify_certificate(model: LoadedModel, *, norm: str, certificate: str, requested: str,
-                       lipschitz_constant: float | None, assume_lipschitz: bool, input_dim: int):  # type: ignore[no-untyped-def]
+                       lipschitz_constant: float | None, assume_lipschitz: bool, input_dim: int,
+                       input_shape: tuple[int, ...] | None = None):  # type: ignore[no-untyped-def]
     """The certificate plan, verified from the weights where possible (see the module docs)."""
     from .certificates import CertificatePlan, declared_plan
     from .margins import CERTIFICATES, norm_conversion_factor
 
     if certificate == "auto":
-        report = analyse(model, norm=norm)
+        report = analyse(model, norm=norm, input_shape=input_shape)
         if not report.verified:
             raise LipschitzUnverifiedError(
                 f"--certificate auto: no sound Lipschitz bound ({report.reason}); name a property with "
@@ -899,7 +916,7 @@ def verify_certificate(model: LoadedModel, *, norm: str, certificate: str, reque
     declared = claim is not None and claim.norm == kind.norm and claim.kind in kind.implied_by
     constant = lipschitz_constant if lipschitz_constant is not None else (
         claim.constant if declared and claim is not None else 1.0)
-    report = analyse(model, norm=kind.norm)
+    report = analyse(model, norm=kind.norm, input_shape=input_shape)
     ok, why = _claim_holds(report, certificate, constant)
     if ok:
         return CertificatePlan(certificate=certificate, certificate_norm=kind.norm, norm=norm, divisor=kind.divisor,

@@ -107,7 +107,8 @@ def _certify_or_none(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[
     if opts.certificate == "auto":
         try:
             plan_certificate(model, norm=opts.norm, certificate="auto", lipschitz_constant=opts.lipschitz_constant,
-                             assume_lipschitz=opts.assume_lipschitz, input_dim=int(np.prod(data.input_shape)))
+                             assume_lipschitz=opts.assume_lipschitz, input_dim=int(np.prod(data.input_shape)),
+                             input_shape=tuple(data.input_shape))
         except BadInputError as err:
             notes.append(f"no certificate: {err}")
             return None

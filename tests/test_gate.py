@@ -157,7 +157,7 @@ def test_robust_lipschitz_violation_and_flag_gates(combined):
     broken = {**combined, "attack": {**attack, "violations": [{"index": 3}]}}
     assert not {r.gate: r for r in evaluate_gates(broken, cfg).rows}["certificate violations"].passed
     every = evaluate_gates(combined, GateConfig(forbid_flags=("all",)))
-    assert "lipschitz-assumed" in every.failed[0].detail
+    assert "zero-gradients" in every.failed[0].detail
 
 
 def test_junit_and_markdown_from_the_api(combined):
