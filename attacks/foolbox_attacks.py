@@ -33,17 +33,19 @@ def _fb() -> Any:
 
 
 def _fmodel(model: nn.Module, bounds: Bounds, device: torch.device) -> Any:
-    # torch.export modules report training=True although they were traced in eval mode;
-    # lipcert checks training mode itself (flag model-in-training-mode), so foolbox's warning is noise.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The PyTorch model is in training mode")
-        return _fb().PyTorchModel(model, bounds=tuple(bounds), device=device)
+    return _fb().PyTorchModel(model, bounds=tuple(bounds), device=device)
 
 
 def _seeded_call(fn: Any, seed_gen: torch.Generator, device: torch.device) -> Any:
+    """Run a foolbox call with torch's RNG forked and seeded from ``seed_gen``.
+
+    torch.export modules report training=True although they were traced in eval mode; lipcert
+    checks training mode itself (flag model-in-training-mode), so foolbox's warning is silenced.
+    """
     seed = int(torch.randint(0, 2**62, (1,), generator=seed_gen, device=seed_gen.device).item())
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The PyTorch model is in training mode")
         torch.manual_seed(seed)
         return fn()
 
