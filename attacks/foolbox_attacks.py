@@ -9,7 +9,6 @@ seed gives the same result and the caller's RNG state is left alone.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -32,20 +31,32 @@ def _fb() -> Any:
     return foolbox
 
 
+class _EvalView(nn.Module):
+    """Wraps a module without touching its mode.
+
+    torch.export modules report ``training=True`` although they were traced in eval mode, and
+    foolbox warns about it unconditionally; lipcert checks training mode itself
+    (flag ``model-in-training-mode``), so foolbox sees this wrapper, which says eval.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.training = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
 def _fmodel(model: nn.Module, bounds: Bounds, device: torch.device) -> Any:
-    return _fb().PyTorchModel(model, bounds=tuple(bounds), device=device)
+    return _fb().PyTorchModel(_EvalView(model), bounds=tuple(bounds), device=device)
 
 
 def _seeded_call(fn: Any, seed_gen: torch.Generator, device: torch.device) -> Any:
-    """Run a foolbox call with torch's RNG forked and seeded from ``seed_gen``.
-
-    torch.export modules report training=True although they were traced in eval mode; lipcert
-    checks training mode itself (flag model-in-training-mode), so foolbox's warning is silenced.
-    """
+    """Run a foolbox call with torch's RNG forked and seeded from ``seed_gen``."""
     seed = int(torch.randint(0, 2**62, (1,), generator=seed_gen, device=seed_gen.device).item())
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The PyTorch model is in training mode")
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         return fn()
 
