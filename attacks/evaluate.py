@@ -38,6 +38,7 @@ from certify.defaults import (
     CHECK_EPS_FRACTION,
     DEFAULT_ATTACK_BATCH_SIZE,
     DEFAULT_ATTACK_STEPS,
+    DEFAULT_CASCADE,
     DEFAULT_ATTACKS,
     DEFAULT_CHECK_RESTARTS,
     DEFAULT_CHECK_STEPS,
@@ -218,6 +219,7 @@ def evaluate(
     assume_lipschitz: bool = False,
     check_certificates: int = 0,
     min_distance: bool = True,
+    cascade: bool = DEFAULT_CASCADE,
     batch_size: int = DEFAULT_ATTACK_BATCH_SIZE,
     device: torch.device | str = "cpu",
     seed: int = DEFAULT_SEED,
@@ -225,6 +227,11 @@ def evaluate(
 ) -> AttackReport:
     """Attack every example of ``data`` with a suite; see the module docs for the semantics.
 
+    ``cascade=True`` (AutoAttack's flow, CONVENTIONS item 4): each fixed-ε attack only attacks
+    the points still robust after the attacks before it, and its rows give the robust accuracy
+    *after* it and those before it.  The budgets of one attack (``steps``) each start from the
+    same state, so the iteration-scaling view compares like with like.  ``cascade=False`` runs
+    every attack on every uncertified point, so each row is that attack alone.
     ``min_distance=True`` adds DDN (L2) or FMN (ℓ∞) when the suite has no minimum-norm attack, so
     every point gets a distance.  A ``KeyboardInterrupt`` returns what was done
     with ``partial=True``.
@@ -249,10 +256,13 @@ def evaluate(
                clean["radius"] if certify_first else np.full(len(y), np.nan), batch_size, dev, seed, progress,
                total=rows * len(y) + check_certificates)
     partial, checked = False, 0
+    notes += ("cascade: each row is the robust accuracy after that attack and the attacks above it",) \
+        if cascade and len(specs) > 1 else ()
     try:
         for ai, (name, cls) in enumerate(specs):
+            before = run.broken.copy() if cascade else np.zeros_like(run.broken)
             for budget in (steps_t if cls.scales_with_steps else (None,)):
-                _run_one(run, ai, name, build(cls, steps=budget, restarts=restarts), budget, restarts)
+                _run_one(run, ai, name, build(cls, steps=budget, restarts=restarts), budget, restarts, before)
         if check_certificates:
             checked = _check_certificates(run, clean["radius"], check_certificates, specs)
     except KeyboardInterrupt:
@@ -352,28 +362,36 @@ def gradient_flags(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, co
 # --------------------------------------------------------------------------- running attacks
 
 
-def _run_one(run: _Run, ai: int, name: str, attack: Attack, budget: int | None, restarts: int) -> None:
+def _run_one(run: _Run, ai: int, name: str, attack: Attack, budget: int | None, restarts: int,
+             before: np.ndarray) -> None:
+    """Run one attack at one budget.  ``before``: points × ε already broken by earlier attacks
+    (all False when not cascading); the row's robust accuracy counts them as broken."""
     steps = getattr(attack, "steps", None)
     rs = restarts if type(attack).has_restarts else None
     if attack.minimization:
-        _run_min(run, ai, name, attack, steps, rs)
+        _run_min(run, ai, name, attack, steps, rs, before)
         return
     for ei, e in enumerate(run.eps):
-        targets = np.flatnonzero(run.correct & ~run.certified(e))
+        targets = np.flatnonzero(run.correct & ~run.certified(e) & ~before[ei])
         run.tick(len(run.correct) - len(targets))
         t0 = time.perf_counter()
         out = run.attack(attack, targets, e, key=_key(ai, budget, ei))
         succ = targets[out.success.numpy()]
         run.broken[ei, succ] = True
         run.record_distances(targets, out, name)
-        robust = run.correct.copy()
+        _record_violations(run, targets, out.success.numpy(), out.distance.numpy(), name, run.radius, eps=None)
+        robust = run.correct & ~before[ei]
         robust[succ] = False
         run.results.append(AttackResult(name, e, steps, rs, float(robust.mean()), len(targets), len(succ),
                                         time.perf_counter() - t0))
 
 
-def _run_min(run: _Run, ai: int, name: str, attack: Attack, steps: int | None, rs: int | None) -> None:
-    """A minimum-norm attack runs once on the points not certified at the largest ε."""
+def _run_min(run: _Run, ai: int, name: str, attack: Attack, steps: int | None, rs: int | None,
+             before: np.ndarray) -> None:
+    """A minimum-norm attack runs once on the points not certified at the largest ε.
+
+    It is the source of minimum distances, so it also attacks points that earlier attacks broke.
+    """
     k = len(run.eps)
     targets = np.flatnonzero(run.correct & ~run.certified(max(run.eps)))
     run.tick((len(run.correct) - len(targets)) * k)
@@ -386,7 +404,7 @@ def _run_min(run: _Run, ai: int, name: str, attack: Attack, steps: int | None, r
     for ei, e in enumerate(run.eps):
         succ = targets[success & (dist <= e)]
         run.broken[ei, succ] = True
-        robust = run.correct.copy()
+        robust = run.correct & ~before[ei]
         robust[succ] = False
         run.results.append(AttackResult(name, e, steps, rs, float(robust.mean()), len(targets), len(succ), seconds))
 

@@ -101,6 +101,7 @@ class PGD(FixedEpsilonAttack):
         found = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
         idx = torch.arange(x0.shape[0], device=x0.device)
         xs, ys, es, alpha = x0, y, eps, self.stepsize(eps, norm)
+        uniform = (float(eps[0]), float(alpha[0])) if bool((eps == eps[0]).all()) else None
         xa = clip(x0 + random_start(x0, eps, norm, gen), bounds) if self.random_start else x0.clone()
         for _ in range(self.steps):
             xa = xa.detach().requires_grad_(True)
@@ -118,8 +119,14 @@ class PGD(FixedEpsilonAttack):
             xa = xa.detach()
             if keep is not None:
                 idx, xs, ys, es, alpha, xa, grad = (t[keep] for t in (idx, xs, ys, es, alpha, xa, grad))
-            step = _ascent_direction(grad, norm) * alpha.to(xa.dtype).view(-1, *([1] * (xa.dim() - 1)))
-            xa = clip(xs + project(xa + step - xs, es, norm), bounds)
+            if uniform is not None:  # one ε for the whole batch: scalar kernels, no broadcasting
+                step = _ascent_direction(grad, norm).mul_(uniform[1])
+                delta = (xa + step - xs)
+                delta = delta.clamp_(-uniform[0], uniform[0]) if norm == "linf" else project(delta, es, norm)
+            else:
+                step = _ascent_direction(grad, norm) * alpha.to(xa.dtype).view(-1, *([1] * (xa.dim() - 1)))
+                delta = project(xa + step - xs, es, norm)
+            xa = (xs + delta).clamp_(bounds[0], bounds[1])
         out[idx] = xa.detach()
         return out, found
 

@@ -305,6 +305,8 @@ def _int_list(name: str, text: str) -> tuple[int, ...]:
 @click.option("--check-certificates", type=int, default=0, show_default=True,
               help="Attack N certified points at 0.999·radius with strong settings; any success exits 3.")
 @click.option("--no-certify-first", is_flag=True, help="Attack certified points too.")
+@click.option("--independent", is_flag=True,
+              help="Run every attack on every uncertified point (rows = each attack alone) instead of cascading.")
 @click.option("--certificate", type=click.Choice(["auto", "l2-multi", "l2-single", "linf-dist"]),
               default=DEFAULT_CERTIFICATE, show_default=True, help="Margin-to-radius rule for certify-first.")
 @click.option("--assume-lipschitz", is_flag=True, help="Use a Lipschitz property lipcert could not verify.")
@@ -314,7 +316,7 @@ def _int_list(name: str, text: str) -> tuple[int, ...]:
               help="Write a CSV index,label,prediction,gap,margin,radius,min_adv_distance,min_adv_attack.")
 def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
            eps: tuple[str, ...], attack_names: str | None, steps_text: str, restarts: int, check_certificates: int,
-           no_certify_first: bool, certificate: str, assume_lipschitz: bool, data_source: str | None,
+           no_certify_first: bool, independent: bool, certificate: str, assume_lipschitz: bool, data_source: str | None,
            data_root: str | None, split: str, limit: int | None, batch_size: int, device: str, seed: int,
            json_path: str | None, quiet: bool, per_example_path: str | None) -> None:
     """Attack suites, certify-first: lipcert attack model.pt2 --norm l2 --eps 1.5 --attacks pgd,cw
@@ -343,7 +345,8 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     try:
         with progress_bar("attack", len(data), quiet) as progress:
             report = evaluate(loaded, data, norm=norm, eps=eps_values, attacks=names, steps=steps,
-                              restarts=restarts, certify_first=not no_certify_first, certificate=certificate,
+                              restarts=restarts, certify_first=not no_certify_first, cascade=not independent,
+                              certificate=certificate,
                               assume_lipschitz=assume_lipschitz, check_certificates=check_certificates,
                               batch_size=batch_size, device=dev, seed=seed, progress=progress)
     except CertificateViolation as err:

@@ -42,6 +42,8 @@ DEFAULT_ATTACKS: dict[str, tuple[str, ...]] = {
 DEFAULT_DISTANCE_ATTACK: dict[str, str] = {"l2": "ddn", "linf": "fmn"}
 DEFAULT_ATTACK_STEPS: tuple[int, ...] = (100,)
 DEFAULT_RESTARTS = 1
+#: Suites cascade (AutoAttack's flow): later attacks only attack points still robust.
+DEFAULT_CASCADE = True
 DEFAULT_ATTACK_BATCH_SIZE = 256
 #: PGD step size relative to ε (foolbox's defaults: 0.025 for L2, 0.01/0.3 for ℓ∞).
 DEFAULT_PGD_REL_STEPSIZE: dict[str, float] = {"l2": 0.025, "linf": 0.01 / 0.3}

@@ -194,3 +194,14 @@ def test_projection_lands_in_ball(norm):
     eps = torch.tensor([0.1, 0.5, 1.0, 2.0, 3.0, 10.0])
     n = lp_norm(project(delta, eps, norm), norm)
     assert bool((n <= eps.double() * (1 + 1e-6)).all())
+
+
+def test_cascade_rows_never_rise_and_independent_rows_stand_alone(fmnist_model, demo):
+    kw = dict(norm="linf", eps=[0.02], steps=(10,), min_distance=False, seed=0)
+    cascade = evaluate(fmnist_model, demo, attacks=["pgd", "fgsm"], **kw)
+    accs = [r.robust_accuracy for r in cascade.results]
+    assert accs == sorted(accs, reverse=True) and cascade.results[1].attacked < cascade.results[0].attacked
+    independent = evaluate(fmnist_model, demo, attacks=["pgd", "fgsm"], cascade=False, **kw)
+    alone = evaluate(fmnist_model, demo, attacks=["fgsm"], **kw)
+    assert independent.results[1].robust_accuracy == alone.results[0].robust_accuracy
+    assert independent.worst_case == cascade.worst_case
