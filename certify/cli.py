@@ -21,9 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .defaults import (
+    DEFAULT_ATTACK_STEPS,
+    DEFAULT_ATTACKS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_CERTIFICATE,
     DEFAULT_DEVICE,
+    DEFAULT_RESTARTS,
     DEFAULT_SEED,
     DEFAULT_SPLIT,
     PROGRESS_MIN_EXAMPLES,
@@ -399,6 +402,91 @@ def data_lipschitz_cmd(data_source: str, split: str, data_root: str | None, limi
 
 
 # --------------------------------------------------------------------------- attack (issue 5)
+
+
+def _int_list(name: str, text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected integers like 100,1000; got {text!r}", param_hint=name) from None
+    if not values or any(v < 1 for v in values):
+        raise click.BadParameter(f"expected positive integers like 100,1000; got {text!r}", param_hint=name)
+    return values
+
+
+@main.command()
+@model_options
+@click.option("--norm", type=click.Choice(["l2", "linf"]), required=True, help="Threat-model norm of ε.")
+@click.option("--eps", "eps", multiple=True, required=True, help="Radius ε; repeat or give 0.5,1,1.5.")
+@click.option("--attacks", "attack_names", default=None,
+              help="Comma-separated attacks (see `lipcert attack --help`); default: "
+                   + "; ".join(f"{k}: {','.join(v)}" for k, v in DEFAULT_ATTACKS.items()) + ".")
+@click.option("--steps", "steps_text", default=",".join(map(str, DEFAULT_ATTACK_STEPS)), show_default=True,
+              help="Iterations of PGD-type attacks; several (100,1000,10000) give the iteration-scaling table.")
+@click.option("--restarts", type=int, default=DEFAULT_RESTARTS, show_default=True, help="Random restarts of PGD.")
+@click.option("--check-certificates", type=int, default=0, show_default=True,
+              help="Attack N certified points at 0.999·radius with strong settings; any success exits 3.")
+@click.option("--no-certify-first", is_flag=True, help="Attack certified points too.")
+@click.option("--independent", is_flag=True,
+              help="Run every attack on every uncertified point (rows = each attack alone) instead of cascading.")
+@click.option("--certificate", type=click.Choice(["auto", "l2-multi", "l2-single", "linf-dist"]),
+              default=DEFAULT_CERTIFICATE, show_default=True, help="Margin-to-radius rule for certify-first.")
+@click.option("--assume-lipschitz", is_flag=True, help="Use a Lipschitz property lipcert could not verify.")
+@data_options
+@run_options
+@click.option("--per-example", "per_example_path", default=None,
+              help="Write a CSV index,label,prediction,gap,margin,radius,min_adv_distance,min_adv_attack.")
+def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
+           eps: tuple[str, ...], attack_names: str | None, steps_text: str, restarts: int, check_certificates: int,
+           no_certify_first: bool, independent: bool, certificate: str, assume_lipschitz: bool, data_source: str | None,
+           data_root: str | None, split: str, limit: int | None, batch_size: int, device: str, seed: int,
+           json_path: str | None, quiet: bool, per_example_path: str | None) -> None:
+    """Attack suites, certify-first: lipcert attack model.pt2 --norm l2 --eps 1.5 --attacks pgd,cw
+
+    \b
+    Attacks: pgd, pgd-margin, l2-pgd, linf-pgd (native, early stop), fb-pgd, fgsm,
+    cw, deepfool, fmn, ddn (foolbox), hsj (black-box HopSkipJump).
+    """
+    from attacks import evaluate
+
+    from .certificates import parse_eps
+    from .device import resolve_device, seed_everything
+    from .errors import CertificateViolation
+    from .render import attack_examples_csv, attack_json, attack_table, flags_table, iteration_scaling_table
+
+    check_positive("--batch-size", batch_size)
+    check_positive("--restarts", restarts)
+    if check_certificates < 0:
+        raise click.BadParameter(f"must be ≥ 0, got {check_certificates}", param_hint="--check-certificates")
+    eps_values, steps = parse_eps(list(eps)), _int_list("--steps", steps_text)
+    names = [n for n in attack_names.split(",") if n.strip()] if attack_names is not None else None
+    dev = resolve_device(device)
+    seed_everything(seed)
+    loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
+    data = load_data_from_options(loaded, data_source, data_root, split, limit)
+    try:
+        with progress_bar("attack", len(data), quiet) as progress:
+            report = evaluate(loaded, data, norm=norm, eps=eps_values, attacks=names, steps=steps,
+                              restarts=restarts, certify_first=not no_certify_first, cascade=not independent,
+                              certificate=certificate,
+                              assume_lipschitz=assume_lipschitz, check_certificates=check_certificates,
+                              batch_size=batch_size, device=dev, seed=seed, progress=progress)
+    except CertificateViolation as err:
+        if getattr(err, "report", None) is not None:
+            emit_json(attack_json(err.report, sys.argv[1:]), json_path)  # type: ignore[attr-defined]
+        raise
+    emit_json(attack_json(report, sys.argv[1:]), json_path)
+    if per_example_path:
+        from .io import write_text_atomic
+
+        write_text_atomic(per_example_path, attack_examples_csv(report))
+    show([attack_table(report), iteration_scaling_table(report), flags_table(report.flags)], quiet,
+         json_path == "-")
+    for note in report.notes if not quiet else ():
+        stderr_console().print(f"[dim]Note:[/] {note}")
+    if report.partial:
+        _fail("interrupted; partial results were written", 130)
+
 
 
 # --------------------------------------------------------------------------- analyze / report (issue 6)

@@ -64,8 +64,11 @@ LIPSCHITZ_POWER_ITERATIONS = 200
 #: convolution may allocate (float64: 8 bytes each).  Larger inputs use the
 #: circulant bound.
 LIPSCHITZ_CONV_EXACT_MAX_BAND_ENTRIES = 40_000_000
-#: Relative tolerance when a computed bound is compared with a claimed constant.
-LIPSCHITZ_CLAIM_TOLERANCE = 1e-6
+#: A declared constant C is accepted when the bound computed from the weights is
+#: at most C·(1 + tolerance): float32 weights that are orthonormal "by
+#: construction" have σ_max = 1 + O(1e-7).  Certificates then use the computed
+#: bound max(C, bound) as L, so this tolerance never over-claims.
+LIPSCHITZ_CLAIM_TOLERANCE = 1e-3
 
 # Empirical estimates (SCIENCE §3)
 ESTIMATE_POWER_ITERATIONS = 10
@@ -76,3 +79,32 @@ LOCAL_SEARCH_RADIUS = 0.1
 
 # Lipschitz constant of the data
 DATA_LIPSCHITZ_BLOCK = 2048
+# --------------------------------------------------------------------------- attacks (issue 5)
+
+#: Attacks run by ``lipcert attack`` when ``--attacks`` is not given.
+DEFAULT_ATTACKS: dict[str, tuple[str, ...]] = {
+    "l2": ("pgd", "pgd-margin", "ddn"),
+    "linf": ("pgd", "pgd-margin", "fmn"),
+}
+#: Attack iterations (``--steps``); several values give the iteration-scaling view.
+#: Minimum-norm attack added when ``min_distance`` is on and the suite has none.
+DEFAULT_DISTANCE_ATTACK: dict[str, str] = {"l2": "ddn", "linf": "fmn"}
+DEFAULT_ATTACK_STEPS: tuple[int, ...] = (100,)
+DEFAULT_RESTARTS = 1
+#: Suites cascade (AutoAttack's flow): later attacks only attack points still robust.
+DEFAULT_CASCADE = True
+DEFAULT_ATTACK_BATCH_SIZE = 256
+#: PGD step size relative to ε (foolbox's defaults: 0.025 for L2, 0.01/0.3 for ℓ∞).
+DEFAULT_PGD_REL_STEPSIZE: dict[str, float] = {"l2": 0.025, "linf": 0.01 / 0.3}
+#: Iterations of the minimum-norm attacks (FMN, DDN, DeepFool, C&W, HopSkipJump).
+DEFAULT_MIN_NORM_STEPS: dict[str, int] = {"fmn": 100, "ddn": 100, "deepfool": 50, "cw": 100, "hsj": 16}
+DEFAULT_CW_BINARY_SEARCH_STEPS = 5
+#: ``--check-certificates``: strong settings, ε just below each point's radius.
+DEFAULT_CHECK_STEPS = 200
+DEFAULT_CHECK_RESTARTS = 3
+CHECK_EPS_FRACTION = 0.999
+#: ``robust-accuracy-still-falling``: robust accuracy at the largest budget is at
+#: least this much (absolute, and at least one example) below the previous budget.
+STILL_FALLING_DROP = 0.001
+#: ``zero-gradients``: share of correctly classified points with an all-zero input gradient.
+ZERO_GRADIENT_SHARE = 0.1

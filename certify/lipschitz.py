@@ -878,19 +878,23 @@ def _logit_bounds(info: _Var, norm: str, k: int) -> tuple[tuple[float, ...], tup
 # --------------------------------------------------------------------------- certificates
 
 
-def _claim_holds(report: LipschitzReport, certificate: str, constant: float) -> tuple[bool, str]:
+def _claim_holds(report: LipschitzReport, certificate: str, constant: float) -> tuple[bool, str, float]:
+    """(holds, why, L to certify with): L = max(constant, computed bound), so never below the truth."""
     limit = constant * (1 + LIPSCHITZ_CLAIM_TOLERANCE)
     if not report.verified:
-        return False, report.reason
+        return False, report.reason, constant
     if certificate == "l2-multi":
         worst = max(report.per_logit_bounds) if report.per_logit_bounds else report.global_bound
         what = "largest per-logit L2 bound"
     else:
         worst = report.global_bound
         what = f"global {report.norm} bound"
+    if worst <= constant:
+        return True, f"{what} {worst:.6g} ≤ {constant:g}, computed from the weights", constant
     if worst <= limit:
-        return True, f"{what} {worst:.6g} ≤ {constant:g}, computed from the weights"
-    return False, f"the {what} computed from the weights is {worst:.6g} > {constant:g}"
+        return True, (f"{what} {worst:.7g} computed from the weights is within float tolerance of the declared "
+                      f"{constant:g}; certifying with L = {worst:.7g}"), worst
+    return False, f"the {what} computed from the weights is {worst:.6g} > {constant:g}", constant
 
 
 def verify_certificate(model: LoadedModel, *, norm: str, certificate: str, requested: str,
@@ -917,8 +921,9 @@ def verify_certificate(model: LoadedModel, *, norm: str, certificate: str, reque
     constant = lipschitz_constant if lipschitz_constant is not None else (
         claim.constant if declared and claim is not None else 1.0)
     report = analyse(model, norm=kind.norm, input_shape=input_shape)
-    ok, why = _claim_holds(report, certificate, constant)
+    ok, why, verified_constant = _claim_holds(report, certificate, constant)
     if ok:
+        constant = verified_constant
         return CertificatePlan(certificate=certificate, certificate_norm=kind.norm, norm=norm, divisor=kind.divisor,
                                lipschitz_constant=float(constant), lipschitz_verified=True, basis="verified",
                                reason=why, norm_factor=norm_conversion_factor(kind.norm, norm, input_dim))

@@ -452,3 +452,104 @@ def data_lipschitz_table(result: Any, source: str) -> Table:
     t.add_row("closest pair", f"{result.index_a}, {result.index_b}")
     t.add_row("seconds", f"{result.seconds:.1f}")
     return t
+# --------------------------------------------------------------------------- attack (issue 5)
+
+
+def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: bool = True) -> dict[str, Any]:
+    """The documented JSON schema of ``lipcert attack`` (see README and the shared brief)."""
+    plan = report.plan
+    out: dict[str, Any] = {
+        "lipcert_version": report.lipcert_version,
+        "schema_version": JSON_SCHEMA_VERSION,
+        "command": "attack",
+        "argv": list(argv) if argv is not None else None,
+        "created": timestamp(),
+        "model": dict(report.model),
+        "data": dict(report.data),
+        "norm": report.norm,
+        "eps": list(report.eps),
+        "attacks": list(report.attacks),
+        "steps": list(report.steps),
+        "restarts": report.restarts,
+        "certificate": None if plan is None else plan.certificate,
+        "lipschitz_basis": None if plan is None else plan.basis,
+        "clean_accuracy": report.clean_accuracy,
+        "results": [_attack_row(r) for r in report.results],
+        "worst_case": [{"eps": w.eps, "robust_accuracy": w.robust_accuracy} for w in report.worst_case],
+        "certified_skipped": {f"{e:g}": c for e, c in report.certified_skipped.items()},
+        "certificates_checked": report.certificates_checked,
+        "violations": [jsonable(v) for v in report.violations],
+        "iteration_scaling": [{k: v for k, v in _attack_row(r).items() if k != "seconds"}
+                              for r in report.iteration_scaling],
+        "flags": flags_json(report.flags),
+        "notes": list(report.notes),
+        "partial": report.partial,
+        "seed": report.seed,
+        "seconds": report.seconds,
+    }
+    if per_example:
+        ex = report.examples
+        out["per_example"] = {name: jsonable(getattr(ex, name)) for name in ATTACK_EXAMPLE_COLUMNS}
+    return jsonable(out)
+
+
+ATTACK_EXAMPLE_COLUMNS = ("index", "label", "prediction", "gap", "margin", "radius", "min_adv_distance",
+                          "min_adv_attack")
+
+
+def _attack_row(r: Any) -> dict[str, Any]:
+    return {"attack": r.attack, "eps": r.eps, "steps": r.steps, "restarts": r.restarts,
+            "robust_accuracy": r.robust_accuracy, "attacked": r.attacked, "successes": r.successes,
+            "seconds": r.seconds}
+
+
+def attack_table(report: Any) -> Table:
+    """One row per attack × ε × budget, then the worst case per ε."""
+    unit = "ℓ₂" if report.norm == "l2" else "ℓ∞"
+    cert = "no certificate" if report.plan is None else f"certify-first: {report.plan.certificate}"
+    title = (f"Attacks · {unit} · clean accuracy {pct(report.clean_accuracy)} · n={report.n} · {cert}"
+             + (" · PARTIAL" if report.partial else ""))
+    t = Table(title=title, title_justify="left")
+    for col, just in (("attack", "left"), ("ε", "right"), ("steps", "right"), ("restarts", "right"),
+                      ("attacked", "right"), ("robust acc.", "right"), ("seconds", "right")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in report.results:
+        t.add_row(r.attack, f"{r.eps:g}", _dash(r.steps), _dash(r.restarts), str(r.attacked),
+                  pct(r.robust_accuracy), f"{r.seconds:.2f}")
+    for w in report.worst_case:
+        skipped = report.certified_skipped.get(w.eps, 0)
+        t.add_row("[bold]worst case[/]", f"{w.eps:g}", "", "", f"{skipped} cert.",
+                  f"[bold]{pct(w.robust_accuracy)}[/]", "")
+    return t
+
+
+def iteration_scaling_table(report: Any) -> Table | None:
+    """[L2NNN] Tables 1/2: robust accuracy against attack budget, per attack and ε."""
+    if not report.iteration_scaling:
+        return None
+    steps = sorted({r.steps for r in report.iteration_scaling})
+    t = Table(title="Iteration scaling: robust accuracy vs. attack steps", title_justify="left")
+    t.add_column("attack")
+    t.add_column("ε", justify="right")
+    for s in steps:
+        t.add_column(f"{s}×{report.restarts}" if report.restarts > 1 else str(s), justify="right")
+    cells: dict[tuple[str, float], dict[int, str]] = {}
+    for r in report.iteration_scaling:
+        cells.setdefault((r.attack, r.eps), {})[r.steps] = pct(r.robust_accuracy)
+    for (name, e), row in cells.items():
+        t.add_row(name, f"{e:g}", *(row.get(s, "") for s in steps))
+    return t
+
+
+def attack_examples_csv(report: Any) -> str:
+    ex = report.examples
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(ATTACK_EXAMPLE_COLUMNS)
+    for row in zip(*(getattr(ex, c) for c in ATTACK_EXAMPLE_COLUMNS)):
+        w.writerow([_cell(v) for v in row])
+    return buf.getvalue()
+
+
+def _dash(v: Any) -> str:
+    return "–" if v is None else str(v)

@@ -1,0 +1,39 @@
+"""The attack registry: suites name attacks, this dict maps names to classes (CONVENTIONS item 4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from certify.errors import BadInputError
+
+from .base import Attack
+from .foolbox_attacks import DDN, FGSM, FMN, CarliniWagner, DeepFool, FoolboxPGD, HopSkipJump
+from .pgd import PGD, L2PGD, LinfPGD, MarginPGD
+
+#: name → attack class.  ``pgd``, ``pgd-margin``, ``fgsm``, ``fb-pgd``, ``fmn`` and
+#: ``deepfool`` take the norm at call time; the others support the norms in their ``norms``.
+ATTACKS: dict[str, type[Attack]] = {
+    cls.name: cls
+    for cls in (PGD, L2PGD, LinfPGD, MarginPGD, FGSM, FoolboxPGD, CarliniWagner, DeepFool, FMN, DDN, HopSkipJump)
+}
+
+
+def attack_class(name: str, norm: str) -> type[Attack]:
+    """Look up ``name``; raise a helpful error for unknown names or unsupported norms."""
+    key = name.strip().lower()
+    if key not in ATTACKS:
+        raise BadInputError(f"unknown attack {name!r}; valid attacks are {', '.join(sorted(ATTACKS))}")
+    cls = ATTACKS[key]
+    if norm not in cls.norms:
+        supported = sorted(n for n, c in ATTACKS.items() if norm in c.norms)
+        raise BadInputError(f"attack {key!r} does not support --norm {norm}; for {norm} use one of {', '.join(supported)}")
+    return cls
+
+
+def build(cls: type[Attack], *, steps: int | None = None, restarts: int | None = None, **settings: Any) -> Attack:
+    """Instantiate ``cls``, passing ``steps``/``restarts`` only to attacks that take them."""
+    if steps is not None and cls.scales_with_steps:
+        settings["steps"] = steps
+    if restarts is not None and cls.has_restarts:
+        settings["restarts"] = restarts
+    return cls(**settings)
