@@ -123,39 +123,27 @@ def _forward_json(model: Any, data: Any, opts: AnalyzeOptions) -> dict[str, Any]
             "margin": ex.margin.tolist(), "radius": [None] * len(ex)}
 
 
-# ============================================================================ SEAM (lead: integrate here)
 def external_reports(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[float], notes: list[str],
                      progress: ProgressFn | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The ONE place that calls ``attacks.evaluate`` and ``certify.lipschitz.analyse``.
+    """Run the attacks (:func:`attacks.evaluate`) and the Lipschitz analyser; return their JSON sections."""
+    from attacks import evaluate
 
-    Both are imported lazily: when a package or renderer is missing, the
-    section is ``None`` and a note says why.  Returns (attack JSON, Lipschitz JSON).
-    """
     from . import render
+    from .lipschitz import analyse
 
     attack = lipschitz = None
     if opts.attacks != () and eps:
-        try:
-            from attacks import evaluate
-        except ImportError:
-            notes.append("attacks package not available: no attack run")
-        else:
-            rep = evaluate(model, data, norm=opts.norm, eps=list(eps), attacks=opts.attacks, steps=opts.steps,
-                           restarts=opts.restarts, certify_first=opts.certificate != "none",
-                           certificate="auto" if opts.certificate == "none" else opts.certificate,
-                           assume_lipschitz=opts.assume_lipschitz, min_distance=True,
-                           batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress)
-            attack = render.attack_json(rep, list(opts.argv or ()))  # type: ignore[attr-defined]
+        rep = evaluate(model, data, norm=opts.norm, eps=list(eps), attacks=opts.attacks, steps=opts.steps,
+                       restarts=opts.restarts, certify_first=opts.certificate != "none",
+                       certificate="auto" if opts.certificate == "none" else opts.certificate,
+                       assume_lipschitz=opts.assume_lipschitz, min_distance=True,
+                       batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress)
+        attack = render.attack_json(rep, list(opts.argv or ()))
+        notes.extend(rep.notes)
     if opts.lipschitz:
-        try:
-            from .lipschitz import analyse  # type: ignore[attr-defined]
-        except ImportError:
-            notes.append("Lipschitz analyser not available: no bound computed")
-        else:
-            lip = analyse(model, norm=opts.norm, input_shape=tuple(data.input_shape))
-            lipschitz = render.lipschitz_json(lip)  # type: ignore[attr-defined]
+        lip = analyse(model, norm=opts.norm, input_shape=tuple(data.input_shape))
+        lipschitz = render.lipschitz_json(lip)
     return attack, lipschitz
-# ============================================================================ END SEAM
 
 
 def analyse_results_parts(certify_pe: Mapping[str, Any] | None, attack: Mapping[str, Any] | None, *,

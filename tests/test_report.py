@@ -138,34 +138,23 @@ def test_analyze_cli_train_margins_and_linf_fraction(models, tmp_path):
     assert a["margins"]["train"] is not None and sum(a["margins"]["train"]) <= 2000
 
 
-def test_analyze_seam_uses_attacks_and_lipschitz_when_present(models, monkeypatch):
-    """The one seam (pipeline.external_reports) calls attacks.evaluate and lipschitz.analyse per the contracts."""
-    import sys
-    import types
-
-    import certify.lipschitz
-    import certify.render
+def test_analyze_runs_real_attacks_and_lipschitz(models):
+    """analyze = certify + attacks.evaluate + the Lipschitz analyser, and the curves bound each other."""
     from certify.pipeline import AnalyzeOptions, analyze
 
-    calls = {}
-    fake = types.ModuleType("attacks")
-
-    def evaluate(model, data, **kw):
-        calls["attack"] = kw
-        return "attack-report"
-
-    fake.evaluate = evaluate
-    monkeypatch.setitem(sys.modules, "attacks", fake)
     model, data = load_model(models[0]), load_dataset("demo", limit=100)
-    cert = certify_json(run_certify(model, data, norm="l2", eps=[0.1, 1.5]))
-    monkeypatch.setattr(certify.render, "attack_json", lambda rep, argv: fake_attack_json(cert), raising=False)
-    res = analyze(model, data, AnalyzeOptions(norm="l2", steps=(10, 100)))
-    assert calls["attack"]["eps"] == [0.1, 1.5] and calls["attack"]["steps"] == (10, 100)
-    assert calls["attack"]["min_distance"] is True
-    assert res["lipschitz"]["verified"] is True and res["notes"] == []
-    names = [c["name"] for c in res["analysis"]["curves"]]
-    assert names == ["L2PGD", "worst case", "certified"]
+    res = analyze(model, data, AnalyzeOptions(norm="l2", steps=(10, 50), attacks=("pgd",)))
+    assert sorted({r["steps"] for r in res["attack"]["iteration_scaling"]}) == [10, 50]
+    assert res["lipschitz"]["verified"] is True
+    curves = {c["name"]: c for c in res["analysis"]["curves"]}
+    assert {"worst case", "certified"} <= set(curves)
     assert res["analysis"]["tightness"]["violations"] == 0
+    # the certified error is an upper bound of the empirical error at every ε
+    emp, cert = curves["worst case"], curves["certified"]
+    shared = [e for e in cert["eps"] if e in emp["eps"]]
+    assert shared
+    for e in shared:
+        assert emp["values"][emp["eps"].index(e)] <= cert["values"][cert["eps"].index(e)] + 1e-12
 
 
 def test_report_on_a_bare_attack_json(results, tmp_path):
