@@ -104,54 +104,53 @@ def main(ctx: click.Context, debug: bool) -> None:
 # --------------------------------------------------------------------------- shared options
 
 
+def option_group(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Bundle click options into one decorator (applied in the order listed)."""
+
+    def apply(f: F) -> F:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
 def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     if value:
         ctx.meta["lipcert.debug"] = True
     return value
 
 
-def model_options(f: F) -> F:
-    """MODEL argument plus how to load it."""
-    decorators = [
-        click.argument("model", type=click.Path(dir_okay=True)),
-        click.option("--arch", help="Architecture for a state_dict or safetensors checkpoint: "
-                                    "module:Class or a YAML model spec."),
-        click.option("--arch-kwargs", default=None, help="JSON keyword arguments for --arch module:Class."),
-        click.option("--trust-checkpoint", is_flag=True,
-                     help="Allow arbitrary pickles (they can run code; only for files you trust)."),
-    ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
+#: MODEL argument plus how to load it.
+model_options = option_group(
+    click.argument("model", type=click.Path(dir_okay=True)),
+    click.option("--arch", help="Architecture for a state_dict or safetensors checkpoint: "
+                                "module:Class or a YAML model spec."),
+    click.option("--arch-kwargs", default=None, help="JSON keyword arguments for --arch module:Class."),
+    click.option("--trust-checkpoint", is_flag=True,
+                 help="Allow arbitrary pickles (they can run code; only for files you trust)."),
+)
 
 
-def data_options(f: F) -> F:
-    decorators = [
-        click.option("--data", "data_source", default=None,
-                     help="idx directory, fashion-mnist, mnist, cifar10, mnist5k, demo, .npz, .pt or image "
-                          "folder. Default: the dataset named in the model's metadata."),
-        click.option("--data-root", default=None, type=click.Path(), help="Root directory for named datasets."),
-        click.option("--split", type=click.Choice(["train", "test"]), default=DEFAULT_SPLIT, show_default=True),
-        click.option("--limit", type=int, default=None, help="Use only the first N examples."),
-        click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True),
-    ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
+data_options = option_group(
+    click.option("--data", "data_source", default=None,
+                 help="idx directory, fashion-mnist, mnist, cifar10, mnist5k, demo, .npz, .pt or image "
+                      "folder. Default: the dataset named in the model's metadata."),
+    click.option("--data-root", default=None, type=click.Path(), help="Root directory for named datasets."),
+    click.option("--split", type=click.Choice(["train", "test"]), default=DEFAULT_SPLIT, show_default=True),
+    click.option("--limit", type=int, default=None, help="Use only the first N examples."),
+    click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True),
+)
 
 
-def run_options(f: F) -> F:
-    decorators = [
-        click.option("--device", default=DEFAULT_DEVICE, show_default=True, help="auto, cpu or cuda."),
-        click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True),
-        click.option("--json", "json_path", default=None, help="Write JSON results here ('-' for stdout)."),
-        click.option("--quiet", "-q", is_flag=True, help="No table or progress bar."),
-        click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
-                     help="Show tracebacks for errors."),
-    ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
+run_options = option_group(
+    click.option("--device", default=DEFAULT_DEVICE, show_default=True, help="auto, cpu or cuda."),
+    click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True),
+    click.option("--json", "json_path", default=None, help="Write JSON results here ('-' for stdout)."),
+    click.option("--quiet", "-q", is_flag=True, help="No table or progress bar."),
+    click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
+                 help="Show tracebacks for errors."),
+)
 
 
 def parse_kwargs_json(text: str | None) -> dict[str, Any]:
@@ -608,18 +607,14 @@ def report(results: tuple[str, ...], pdf_path: str | None, md_path: str | None, 
 # --------------------------------------------------------------------------- run / gate (issue 7)
 
 
-def gate_output_options(f: F) -> F:
-    decorators = [
-        click.option("--junit", "junit_path", default=None, help="Write the gate results as JUnit XML here."),
-        click.option("--summary-md", "summary_md_path", default=None,
-                     help="Write a Markdown gate summary here (e.g. $GITHUB_STEP_SUMMARY)."),
-        click.option("--quiet", "-q", is_flag=True, help="No tables or progress bar."),
-        click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
-                     help="Show tracebacks for errors."),
-    ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
+gate_output_options = option_group(
+    click.option("--junit", "junit_path", default=None, help="Write the gate results as JUnit XML here."),
+    click.option("--summary-md", "summary_md_path", default=None,
+                 help="Write a Markdown gate summary here (e.g. $GITHUB_STEP_SUMMARY)."),
+    click.option("--quiet", "-q", is_flag=True, help="No tables or progress bar."),
+    click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
+                 help="Show tracebacks for errors."),
+)
 
 
 @main.command("run")
