@@ -187,3 +187,15 @@ def test_out_of_memory_batches_are_retried_smaller(setup):
     assert not partial and cols["index"].tolist() == [0, 1, 2, 3]
     assert seen == [4, 2, 2]
     torch.testing.assert_close(cols["radius"].numpy(), ref.examples.radius)
+
+
+def test_outputs_get_normal_file_permissions(setup, tmp_path):
+    import os
+    import stat
+
+    model, data = setup
+    path = tmp_path / "out.json"
+    run("certify", model, "--data", data, "--norm", "l2", "--eps", "0.1", "--json", str(path), "-q")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
