@@ -241,6 +241,7 @@ def evaluate(
     specs = _resolve_attacks(attacks, norm, min_distance)
     dev = _device(device)
     start = time.perf_counter()
+    _check_eps_scale(norm, eps_t, model.metadata.bounds)
     num_classes, flags = model_num_classes(model, data, dev)
     check_against_model(data, model.metadata.input_shape, model.metadata.bounds, num_classes)
     input_dim = int(np.prod(data.input_shape))
@@ -287,6 +288,14 @@ def _check_args(norm: str, steps: Sequence[int], restarts: int, check: int, batc
     if batch_size < 1:
         raise BadInputError(f"batch size must be at least 1, got {batch_size}")
     return tuple(sorted(steps_t))
+
+
+def _check_eps_scale(norm: str, eps: tuple[float, ...], bounds: tuple[float, float]) -> None:
+    """An ℓ∞ ε as wide as the input range makes every point trivially attackable: a wrong scale."""
+    width = bounds[1] - bounds[0]
+    if norm == "linf" and max(eps) >= width:
+        raise BadInputError(f"--eps {max(eps):g} in ℓ∞ covers the whole input range {width:g} (bounds "
+                            f"{list(bounds)}); ε is on the input scale, e.g. 8/255 ≈ 0.0314 for pixels in [0, 1]")
 
 
 def _resolve_attacks(names: Sequence[str] | None, norm: str, min_distance: bool) -> list[tuple[str, type[Attack]]]:

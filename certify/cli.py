@@ -654,6 +654,8 @@ def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_so
         outcome = run_suite(suite, argv=sys.argv[1:], progress=progress)
     for res, path in zip(outcome.results, json_paths(suite)):
         emit_json(res, path)
+    if any(res.get("partial") for res in outcome.results):
+        _fail("interrupted; partial results were written (gates not evaluated)", 130)
     write_reports(list(outcome.results), suite.pdf_path, suite.md_path, quiet)
     show([summary_table_for(outcome.results)], quiet, False)
     finish_gates(outcome.gates, junit_path, summary_md_path, quiet)

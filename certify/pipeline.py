@@ -77,7 +77,11 @@ def analyze(model: Any, data: Any, opts: AnalyzeOptions, *, train_data: Any = No
     notes: list[str] = []
     report = _certify_or_none(model, data, opts, [e for e in eps if e > 0], notes, progress)
     cert = certify_json(report, opts.argv) if report is not None else None
-    attack, lipschitz = external_reports(model, data, opts, [e for e in eps if e > 0], notes, progress)
+    if report is not None and report.partial:  # interrupted: stop here, write what certify did
+        attack, lipschitz = None, None
+        notes.append("interrupted during certify: attacks and the Lipschitz analysis were not run")
+    else:
+        attack, lipschitz = external_reports(model, data, opts, [e for e in eps if e > 0], notes, progress)
     ex_source = cert["per_example"] if cert else _forward_json(model, data, opts)
     if cert is None and attack is None:
         notes.append("no certificate and no attack: the analysis has natural accuracy and gaps only")

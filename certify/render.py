@@ -188,6 +188,10 @@ def wrap_results(raw: Any, where: str = "results") -> dict[str, Any]:
 
     if not isinstance(raw, dict) or "command" not in raw:
         raise BadInputError(f"{where}: expected a lipcert results JSON object with a 'command' key")
+    version = raw.get("schema_version", JSON_SCHEMA_VERSION)
+    if version != JSON_SCHEMA_VERSION:
+        raise BadInputError(f"{where}: written with schema_version {version!r}, this lipcert reads schema_version "
+                            f"{JSON_SCHEMA_VERSION}; rerun lipcert {raw['command']} with this version")
     cmd = raw["command"]
     if cmd in ("analyze", "run"):
         return raw

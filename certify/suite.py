@@ -410,6 +410,8 @@ def run_suite(suite: Suite, *, argv: Sequence[str] | None = None,
                               argv=tuple(argv) if argv is not None else None)
         res = analyze(model, data, opts, train_data=train, command="run", name=spec.name, progress=progress)
         results.append(res)
+        if res.get("partial"):  # interrupted: no further models, no gate on partial results
+            break
         if config is not None:
             reports.append(evaluate_gates(res, config, name=spec.name))
     return SuiteRun(suite, tuple(results), tuple(reports))

@@ -32,6 +32,7 @@ class Case:
     argv: tuple[str, ...]  # {good}, {data}, {out}, … are filled from the fixture files
     code: int
     message: str  # a fragment the one-line message must contain
+    out: str = "--json"  # the option that would write an output file (checked not to exist)
 
     def __repr__(self) -> str:
         return self.id
@@ -85,6 +86,67 @@ CASES: list[Case] = [
     Case("resume-other-model", "--resume with results of another model", (*GOOD, "--eps", "1", "--resume", "{other_results}"), 2, "sha256"),
 ]
 
+A = ("attack", "{good}", "--data", "{data}", "--norm", "l2")
+ATTACK_CASES: list[Case] = [
+    Case("attack-missing-model", "attack: model file does not exist", ("attack", "{missing}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "does not exist"),
+    Case("attack-unknown-name", "attack: an unknown attack name", (*A, "--eps", "1", "--attacks", "magic"), 2, "unknown attack 'magic'"),
+    Case("attack-wrong-norm", "attack: an attack that does not support the norm", (*A, "--eps", "1", "--attacks", "linf-pgd"), 2, "does not support --norm l2"),
+    Case("attack-duplicate", "attack: the same attack twice", (*A, "--eps", "1", "--attacks", "pgd,pgd"), 2, "twice"),
+    Case("attack-no-attacks", "attack: an empty --attacks list", (*A, "--eps", "1", "--attacks", ","), 2, "at least one attack"),
+    Case("attack-steps-zero", "attack: --steps 0", (*A, "--eps", "1", "--steps", "0"), 2, "positive integers"),
+    Case("attack-steps-not-int", "attack: --steps that is not an integer", (*A, "--eps", "1", "--steps", "many"), 2, "integers"),
+    Case("attack-steps-duplicate", "attack: the same --steps twice", (*A, "--eps", "1", "--steps", "10,10"), 2, "distinct"),
+    Case("attack-restarts-zero", "attack: --restarts 0", (*A, "--eps", "1", "--restarts", "0"), 2, "--restarts"),
+    Case("attack-check-negative", "attack: --check-certificates -1", (*A, "--eps", "1", "--check-certificates", "-1"), 2, "--check-certificates"),
+    Case("attack-check-without-certificate", "attack: --check-certificates on a model with no certificate", ("attack", "{unclaimed}", "--data", "{data}", "--norm", "l2", "--eps", "1", "--certificate", "l2-multi", "--check-certificates", "4"), 2, "needs a certificate"),
+    Case("attack-eps-negative", "attack: negative ε", (*A, "--eps", "-1"), 2, "positive"),
+    Case("attack-eps-duplicate", "attack: the same ε twice", (*A, "--eps", "0.5,0.5"), 2, "twice"),
+    Case("attack-linf-eps-too-big", "attack: ℓ∞ ε larger than the input range (wrong scale, e.g. 8 for 8/255)", ("attack", "{good}", "--data", "{data}", "--norm", "linf", "--eps", "8"), 2, "8/255"),
+    Case("attack-batch-size-zero", "attack: --batch-size 0", (*A, "--eps", "1", "--batch-size", "0"), 2, "--batch-size"),
+    Case("attack-cuda-missing", "attack: --device cuda without CUDA", (*A, "--eps", "1", "--device", "cuda"), 2, "CUDA"),
+    Case("attack-unwritable-output", "attack: an output path in a missing directory", (*A, "--eps", "1", "--json", "{missing}/out.json"), 2, "does not exist"),
+]
+RUN_CASES: list[Case] = [
+    Case("run-missing-suite", "run: suite file does not exist", ("run", "{missing}.yaml"), 2, "does not exist"),
+    Case("run-yaml-syntax", "run: suite YAML with a syntax error", ("run", "{suite_syntax}"), 2, "YAML syntax error at line 4"),
+    Case("run-unknown-key", "run: suite with an unknown key", ("run", "{suite_unknown}"), 2, "line 3: unknown key 'epsilon'"),
+    Case("run-wrong-type", "run: suite whose key has the wrong type", ("run", "{suite_type}"), 2, "line 3: key 'eps'"),
+    Case("run-nested-unknown-key", "run: suite with an unknown gate", ("run", "{suite_gate}"), 2, "unknown key 'gates.min_accuracy'"),
+    Case("run-empty-suite", "run: an empty suite", ("run", "{empty_yaml}"), 2, "empty"),
+    Case("run-no-model", "run: suite without a model", ("run", "{suite_no_model}"), 2, "'model'"),
+    Case("run-bad-norm", "run: suite with an unknown norm", ("run", "{suite_bad_norm}"), 2, "l2 or linf"),
+    Case("run-missing-model", "run: suite naming a missing model", ("run", "{suite_missing_model}"), 2, "does not exist"),
+]
+GATE_CASES: list[Case] = [
+    Case("gate-missing-results", "gate: results file does not exist", ("gate", "{missing}.json", "--config", "{gates}"), 2, "does not exist", out="--junit"),
+    Case("gate-results-not-json", "gate: results file that is not JSON", ("gate", "{text}", "--config", "{gates}"), 2, "not valid JSON", out="--junit"),
+    Case("gate-results-not-lipcert", "gate: a JSON object that is not lipcert's", ("gate", "{foreign_json}", "--config", "{gates}"), 2, "'command' key", out="--junit"),
+    Case("gate-baseline-other-schema", "gate: baseline written by another schema version", ("gate", "{certify_json}", "--config", "{gates}", "--baseline", "{future_json}"), 2, "schema_version 99", out="--junit"),
+    Case("gate-baseline-other-command", "gate: baseline from a command with no gate data", ("gate", "{certify_json}", "--config", "{gates}", "--baseline", "{lipschitz_json}"), 2, "command 'lipschitz'", out="--junit"),
+    Case("gate-missing-config", "gate: config file does not exist", ("gate", "{certify_json}", "--config", "{missing}.yaml"), 2, "does not exist", out="--junit"),
+    Case("gate-config-unknown-key", "gate: config with an unknown gate", ("gate", "{certify_json}", "--config", "{gates_unknown}"), 2, "unknown key", out="--junit"),
+    Case("gate-config-wrong-type", "gate: a threshold that is not a number", ("gate", "{certify_json}", "--config", "{gates_type}"), 2, "must be a number", out="--junit"),
+]
+REPORT_CASES: list[Case] = [
+    Case("report-missing", "report: results file does not exist", ("report", "{missing}.json"), 2, "does not exist", out="--md"),
+    Case("report-not-json", "report: results file that is not JSON", ("report", "{text}"), 2, "not valid JSON", out="--md"),
+    Case("report-not-lipcert", "report: a JSON object that is not lipcert's", ("report", "{foreign_json}"), 2, "'command' key", out="--md"),
+    Case("report-json-list", "report: a JSON list instead of an object", ("report", "{list_json}"), 2, "'command' key", out="--md"),
+    Case("report-other-schema", "report: results of another schema version", ("report", "{future_json}"), 2, "schema_version 99", out="--md"),
+]
+LIPSCHITZ_CASES: list[Case] = [
+    Case("lipschitz-missing-model", "lipschitz: model file does not exist", ("lipschitz", "{missing}"), 2, "does not exist"),
+    Case("lipschitz-missing-data", "lipschitz: data path that does not exist", ("lipschitz", "{good}", "--data", "{missing}"), 2, "neither a file"),
+    Case("lipschitz-bad-norm", "lipschitz: an unknown norm", ("lipschitz", "{good}", "--norm", "l1"), 2, "l1"),
+    Case("lipschitz-limit-zero", "lipschitz: --limit 0", ("lipschitz", "{good}", "--data", "{data}", "--limit", "0"), 2, "--limit"),
+    Case("lipschitz-nan-inputs", "lipschitz: inputs with NaN", ("lipschitz", "{good}", "--data", "{data_nan}"), 2, "NaN"),
+    Case("data-lipschitz-missing", "data-lipschitz: data path that does not exist", ("data-lipschitz", "{missing}"), 2, "neither a file"),
+    Case("data-lipschitz-empty", "data-lipschitz: a dataset with no examples", ("data-lipschitz", "{data_empty}"), 2, "is empty"),
+    Case("data-lipschitz-one-class", "data-lipschitz: all labels equal (no pair to compare)", ("data-lipschitz", "{data_one_class}"), 2, "different labels"),
+    Case("data-lipschitz-limit-zero", "data-lipschitz: --limit 0", ("data-lipschitz", "{data}", "--limit", "0"), 2, "--limit"),
+]
+CASES += ATTACK_CASES + RUN_CASES + GATE_CASES + REPORT_CASES + LIPSCHITZ_CASES
+
 
 class Tiny(nn.Module):
     def __init__(self, classes: int = 3):
@@ -133,7 +195,10 @@ def files(tmp_path_factory) -> dict[str, str]:
     np.savez(d / "data_noxy.npz", images=x)
     (d / "dir").mkdir()
     (d / "other.json").write_text('{"command": "certify", "model": {"sha256": "0"}, "per_example": {}}')
-    return {
+    unclaimed = save_model(Affine(5 * w), d / "unclaimed.pt2", ModelMetadata(input_shape=SHAPE),
+                           example_input=torch.zeros(2, *SHAPE))
+    extra = other_command_files(d, good)
+    return {**extra, "unclaimed": str(unclaimed),
         "good": str(good), "truncated": str(truncated), "empty": str(d / "empty.pt"), "text": str(d / "text.txt"),
         "pickle": str(d / "pickle.pt"), "marker": str(d / "PWNED"), "sd": str(d / "sd.pt"),
         "nan_sd": str(d / "nan_sd.pt"), "bad_yaml": str(d / "bad.yaml"), "unknown_yaml": str(d / "unknown.yaml"),
@@ -145,14 +210,47 @@ def files(tmp_path_factory) -> dict[str, str]:
     }
 
 
+def other_command_files(d: Path, good: Path) -> dict[str, str]:
+    """Fixture files for the attack, run, gate, report and lipschitz cases."""
+    files = {
+        "foreign.json": '{"accuracy": 0.9}',
+        "list.json": "[1, 2]",
+        "future.json": '{"command": "certify", "schema_version": 99, "model": {}, "data": {}}',
+        "lipschitz.json": '{"command": "lipschitz", "schema_version": 1}',
+        "gates.yaml": "min_clean_accuracy: 0.5\n",
+        "gates_unknown.yaml": "min_accuracy: 0.5\n",
+        "gates_type.yaml": "min_clean_accuracy: high\n",
+        "suite_syntax.yaml": f"model: {good}\nnorm: l2\neps: [0.1\n",
+        "suite_unknown.yaml": f"model: {good}\nnorm: l2\nepsilon: [0.1]\n",
+        "suite_type.yaml": f"model: {good}\nnorm: l2\neps: {{a: 1}}\n",
+        "suite_gate.yaml": f"model: {good}\nnorm: l2\ngates:\n  min_accuracy: 0.5\n",
+        "suite_no_model.yaml": "norm: l2\neps: [0.1]\n",
+        "suite_bad_norm.yaml": f"model: {good}\nnorm: l3\n",
+        "suite_missing_model.yaml": f"model: {d / 'nowhere.pt2'}\nnorm: l2\ndata: {d / 'data.npz'}\n",
+        "empty.yaml": "",
+    }
+    for name, text in files.items():
+        (d / name).write_text(text)
+    np.savez(d / "data_one_class.npz", x=np.random.default_rng(0).random((4, 1, 2, 2), dtype=np.float32),
+             y=np.zeros(4, dtype=np.int64))
+    certify_json = d / "certify.json"
+    res = CliRunner().invoke(main, ["certify", str(good), "--data", str(d / "data.npz"), "--norm", "l2",
+                                    "--eps", "0.1", "--json", str(certify_json), "-q"])
+    assert res.exit_code == 0, res.output
+    out = {name.rsplit(".", 1)[0]: str(d / name) for name in files}
+    return {**out, "foreign_json": out["foreign"], "list_json": out["list"],
+            "future_json": out["future"], "lipschitz_json": out["lipschitz"], "empty_yaml": out["empty"],
+            "data_one_class": str(d / "data_one_class.npz"), "certify_json": str(certify_json)}
+
+
 @pytest.mark.parametrize("case", CASES, ids=repr)
 def test_catalogue(case: Case, files, tmp_path):
     if case.id == "cuda-missing" and torch.cuda.is_available():
         pytest.skip("CUDA is available")
     out = tmp_path / "result.json"
     argv = [a.format(**files) for a in case.argv]
-    if "--json" not in argv:
-        argv += ["--json", str(out)]
+    if case.out not in argv:
+        argv += [case.out, str(out)]
     res = CliRunner().invoke(main, argv)
     assert res.exit_code == case.code, (res.stdout, res.stderr, res.exception)
     lines = res.stderr.strip().splitlines()
