@@ -181,7 +181,7 @@ def evaluate_gates(res: Mapping[str, Any], config: GateConfig, *, baseline: Mapp
 
     ``baseline`` overrides ``config.baseline_path`` (a combined results dict).
     """
-    rows: list[GateResult] = []
+    rows: list[GateResult] = [_complete(res)]
     if config.min_clean_accuracy is not None:
         rows.append(_min("clean accuracy", clean_accuracy(res), config.min_clean_accuracy))
     for eps, thr in config.min_certified_accuracy:
@@ -201,6 +201,14 @@ def evaluate_gates(res: Mapping[str, Any], config: GateConfig, *, baseline: Mapp
     if baseline is not None:
         rows += baseline_rows(res, baseline, config)
     return GateReport(name or str(res.get("name") or (res.get("model") or {}).get("path") or "model"), tuple(rows))
+
+
+def _complete(res: Mapping[str, Any]) -> GateResult:
+    """Partial (interrupted) results never pass a gate: they measured only part of the data."""
+    parts = [name for name in ("certify", "attack") if (res.get(name) or {}).get("partial")]
+    partial = bool(res.get("partial")) or bool(parts)
+    detail = "interrupted run: " + (", ".join(parts) or "results") + " marked partial" if partial else ""
+    return GateResult("complete results", 0.0 if partial else 1.0, "==", 1.0, not partial, detail)
 
 
 def _min(gate: str, value: float | None, thr: float, detail: str = "") -> GateResult:

@@ -82,7 +82,7 @@ def test_junit_xml_parses_with_failures(runs):
     assert root.tag == "testsuites" and root.get("failures") == "2"
     (ts,) = root.findall("testsuite")
     cases = ts.findall("testcase")
-    assert ts.get("name") == "degraded" and int(ts.get("tests")) == len(cases) == 4
+    assert ts.get("name") == "degraded" and int(ts.get("tests")) == len(cases) == 5  # 4 configured gates + complete results
     failed = [c.get("name") for c in cases if c.find("failure") is not None]
     assert failed == ["clean accuracy", "certified accuracy @ ε=0.1"]
     _, d0 = runs["orig"]
@@ -94,7 +94,7 @@ def test_markdown_summary_renders_a_table(runs):
     md = (d / "degraded.md").read_text()
     assert md.startswith("## lipcert gates: ❌ failed")
     rows = [line for line in md.splitlines() if line.startswith("| degraded |")]
-    assert len(rows) == 4 and all(line.count("|") == 8 for line in rows)
+    assert len(rows) == 5 and all(line.count("|") == 8 for line in rows)
 
 
 def test_gate_command_with_baseline(runs, tmp_path):
@@ -117,7 +117,7 @@ def test_gate_reads_a_suite_as_config_and_bare_certify_json(runs, tmp_path):
     bare.write_text(dumps(res["certify"]))
     r = run("gate", str(bare), "--config", str(d / "orig.yaml"), "--junit", str(tmp_path / "j.xml"))
     assert r.exit_code == 0, r.stderr
-    assert ET.parse(tmp_path / "j.xml").getroot().find("testsuite").get("tests") == "4"
+    assert ET.parse(tmp_path / "j.xml").getroot().find("testsuite").get("tests") == "5"
 
 
 def test_bad_gate_yaml_is_one_line_exit_2(tmp_path, runs):
@@ -165,3 +165,13 @@ def test_junit_and_markdown_from_the_api(combined):
     root = ET.fromstring(gate_junit([rep]).split("\n", 1)[1])
     assert root.find("testsuite/testcase/failure").get("type") == "GateFailed"
     assert "❌ FAIL" in gate_markdown([rep]) and not rep.passed
+
+
+def test_partial_results_never_pass(combined):
+    cfg = GateConfig()
+    assert evaluate_gates(combined, cfg).rows[0].passed
+    partial = {**combined, "partial": True}
+    row = evaluate_gates(partial, cfg).rows[0]
+    assert row.gate == "complete results" and not row.passed and "interrupted" in row.detail
+    cert_partial = {**combined, "certify": {**combined["certify"], "partial": True}}
+    assert not evaluate_gates(cert_partial, cfg).rows[0].passed
