@@ -29,3 +29,9 @@ FLOAT_SAFETY_ULPS = 64
 
 #: A progress bar is drawn when a run has at least this many examples.
 PROGRESS_MIN_EXAMPLES = 512
+
+#: ``lipcert demo``: certified accuracy is reported at these ε (pixel space,
+#: Fashion-MNIST in [0, 1]); the brief attack runs at the largest of each.
+DEMO_L2_EPS = (0.1, 0.3, 0.5)
+DEMO_LINF_EPS = (0.1,)
+DEMO_ATTACK_STEPS = 20

@@ -152,3 +152,43 @@ def _cell(v: Any) -> Any:
     if isinstance(v, np.integer):
         return int(v)
     return v
+
+
+# --------------------------------------------------------------------------- demo (issue 3)
+
+
+def demo_table(report: Any) -> Table:
+    """One comparison table of the shipped models (a :class:`certify.demo.DemoReport`)."""
+    t = Table(title=f"lipcert demo · {report.data_source} · n = {report.n} · certified (cert) and attacked "
+                    f"({report.attack}, {report.attack_steps} steps)", title_justify="left")
+    for col in ("model", "certificate", "clean", "mean gap"):
+        t.add_column(col, justify="left" if col in ("model", "certificate") else "right")
+    cert_keys = list(report.rows[0].certified) if report.rows else []
+    robust_keys = list(report.rows[0].robust) if report.rows else []
+    for k in cert_keys:
+        t.add_column(f"cert {_eps_label(k)}", justify="right")
+    for k in robust_keys:
+        t.add_column(f"PGD {_eps_label(k)}", justify="right")
+    for r in report.rows:
+        cells = [r.label, r.certificate or "none", pct(r.clean_accuracy), f"{r.mean_gap:.3f}"]
+        cells += ["—" if r.certified[k] is None else pct(r.certified[k]) for k in cert_keys]
+        cells += [pct(r.robust[k]) for k in robust_keys]
+        t.add_row(*cells)
+    return t
+
+
+def _eps_label(k: str) -> str:
+    norm, _, eps = k.partition("@")
+    return f"{'ℓ₂' if norm == 'l2' else 'ℓ∞'} {eps}"
+
+
+def demo_json(report: Any, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    return jsonable({"lipcert_version": _version(), "schema_version": JSON_SCHEMA_VERSION, "command": "demo",
+                     "created": timestamp(), "argv": list(argv) if argv is not None else None,
+                     **{f.name: getattr(report, f.name) for f in dataclasses.fields(report)}})
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
