@@ -302,11 +302,12 @@ def demo(models_dir: str | None, limit: int | None, attack_steps: int, batch_siz
          json_path: str | None, quiet: bool) -> None:
     """Certify and attack the shipped Fashion-MNIST models on embedded test images (no downloads)."""
     from .data import load_dataset
-    from .demo import DEMO_MODELS, run_demo
+    from .demo import DEMO_MODELS, find_models, run_demo
     from .device import resolve_device, seed_everything
     from .render import demo_json, demo_table
 
     check_positive("--batch-size", batch_size)
+    find_models(models_dir)  # a clear error before any progress bar
     dev = resolve_device(device)
     seed_everything(seed)
     data = load_dataset("demo", limit=limit)

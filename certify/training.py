@@ -251,7 +251,7 @@ def train_epoch(state: TrainState, data: Dataset, device: torch.device | str = "
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
-        total_loss += float(loss) * len(idx)
+        total_loss += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(idx)
         if progress is not None:

@@ -44,7 +44,7 @@ def test_demo_cli_prints_comparison_table(tiny_models: Path) -> None:
     out = result.stdout
     for label, _ in DEMO_MODELS:
         assert label in out
-    for header in ("clean", "mean gap", "cert ℓ₂ 0.5", "cert ℓ∞ 0.1", "PGD ℓ₂ 0.5", "PGD ℓ∞ 0.1"):
+    for header in ("clean accuracy", "mean gap", "certified ℓ₂ 0.5", "certified ℓ∞ 0.1", "PGD ℓ₂ 0.5", "PGD ℓ∞ 0.1"):
         assert header in out
     assert "l2-multi" in out and "linf-dist" in out and "—" in out  # baselines have no certificate
 
