@@ -14,9 +14,10 @@ L2NNN building blocks [L2NNN] — each is nonexpansive (1-Lipschitz) in L2:
 
 ℓ∞-dist Net [LINF-DIST] — 1-Lipschitz ℓ∞ → ℓ∞:
 
-* :class:`LinfDist`: ``u(z) = ‖z − w‖_p + b`` with ``p = ∞`` at evaluation; it is
-  computed in chunks of output units so that no batch × out × in tensor exists,
-  and its training gradient recomputes each chunk instead of storing it.
+* :class:`LinfDist`: ``u(z) = ‖z − w‖_p + b`` with ``p = ∞`` at evaluation.  No
+  batch × out × in tensor ever exists: p = ∞ uses the fused ``torch.cdist``
+  kernel; a finite p is computed in chunks of output units, and its training
+  gradient recomputes each chunk instead of storing it.
 * :class:`MeanShift`: batch-mean subtraction, running mean at inference, no affine.
 
 Every normalisation is computed inside ``forward`` from the raw parameter, so a
@@ -38,8 +39,6 @@ TINY = 1e-12
 LINF_CHUNK_ELEMENTS = 1 << 16
 #: Gram matrices larger than this (per side) are not formed for b(W).
 MAX_GRAM_DIM = 1024
-#: Largest finite p computed with ``torch.cdist`` (beyond, |d|^p may overflow float32).
-CDIST_MAX_P = 16.0
 
 
 # --------------------------------------------------------------------------- L2NNN
@@ -259,16 +258,15 @@ class LinfDist(nn.Module):
     def distances(self, x: torch.Tensor, p: float) -> torch.Tensor:
         """Batch × out distances; never a batch × out × in tensor.
 
-        * exported / compiled graphs: explicit chunks of plain ops (sub, abs,
-          amax), which the Lipschitz analyser can read;
-        * p = ∞ or small p: ``torch.cdist``, a fused kernel on CPU and CUDA;
-        * large finite p: chunks, with a backward that recomputes each chunk.
+        * p = ∞ (always, at evaluation): ``torch.cdist``, a fused kernel on CPU
+          and CUDA; an exported graph holds one ``aten.cdist(x, W, inf)`` node;
+        * finite p: chunks of output units, with a backward that recomputes
+          each chunk (``examples/benchmarks/bench_linf_dist.py`` compares them).
         """
-        if torch.compiler.is_exporting() or torch.compiler.is_compiling():
-            return lp_dist(x, self.weight, p, self.chunk)
-        if math.isinf(p) or p <= CDIST_MAX_P:
+        if math.isinf(p):
             return torch.cdist(x, self.weight, p=p)
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+        tracing = torch.compiler.is_exporting() or torch.compiler.is_compiling()
+        if not tracing and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return _LpDistFn.apply(x, self.weight, p, self.chunk)
         return lp_dist(x, self.weight, p, self.chunk)
 
