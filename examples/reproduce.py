@@ -42,7 +42,7 @@ def pgd_accuracy(model, data, norm: str, eps: float, steps: int, step: float, ba
 def main(limit: int, models_dir: str, threads: int) -> None:
     torch.set_num_threads(threads)
     data = load_dataset("fashion-mnist", limit=limit)
-    console = Console()
+    console = Console(width=180)
     linf = load_model(f"{models_dir}/fmnist_linf_dist.pt2")
     rep = certify(linf, data, norm="linf", eps=[0.1])
     t = Table(title=f"ℓ∞-dist Net, Fashion-MNIST test n={len(data)}, ε = 0.1 (ℓ∞)")
