@@ -564,10 +564,11 @@ def save_model(
             if example_input is None:
                 raise BadInputError("save_model: torch.export needs example_input")
             batch = torch.export.Dim("batch", min=1)
-            ep = torch.export.export(module, (example_input,), dynamic_shapes=({0: batch},))
+            ep = torch.export.export(module, (example_input.clone(),), dynamic_shapes=({0: batch},))
             torch.export.save(ep, str(tmp), extra_files={METADATA_FILE: meta_json})
         elif format == "torchscript":
-            scripted = torch.jit.trace(module, example_input) if example_input is not None else torch.jit.script(module)
+            scripted = (torch.jit.trace(module, example_input.clone()) if example_input is not None
+                        else torch.jit.script(module))
             torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: meta_json})
         elif format == "state_dict":
             if architecture is None:

@@ -108,3 +108,8 @@ CHECK_EPS_FRACTION = 0.999
 STILL_FALLING_DROP = 0.001
 #: ``zero-gradients``: share of correctly classified points with an all-zero input gradient.
 ZERO_GRADIENT_SHARE = 0.1
+#: ``lipcert demo``: certified accuracy is reported at these ε (pixel space,
+#: Fashion-MNIST in [0, 1]); the brief attack runs at the largest of each.
+DEMO_L2_EPS = (0.1, 0.3, 0.5)
+DEMO_LINF_EPS = (0.1,)
+DEMO_ATTACK_STEPS = 20

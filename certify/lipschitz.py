@@ -655,6 +655,28 @@ def _vector_norm(a: _Analyser, node: Any, value: Any) -> _Var:
     return _Var(v.lip * factor)
 
 
+@_rule("cdist", "_cdist_forward")
+def _cdist(a: _Analyser, node: Any, value: Any) -> _Var:
+    """ℓp distances to constant rows w_j (ℓ∞-dist neurons): |‖x−w‖_p − ‖x'−w‖_p| ≤ ‖x−x'‖_p.
+
+    ℓ∞ network norm: ‖·‖_p ≤ d^{1/p}‖·‖_∞ per output, so the factor is d^{1/p} (exactly 1 at p = ∞).
+    L2: each of the m outputs moves by ≤ c‖Δ‖₂ with c = d^{1/p−1/2} for p < 2 (else 1), so √m·c.
+    """
+    v = _only_var(a, node, 0)
+    args = list(a.value(node.args[2:]))
+    p = float(a.value(node.kwargs).get("p", args[0] if args else 2.0))
+    if not p >= 1:
+        raise _NoRule
+    d = a.env[node.args[0]].shape[-1]
+    m = value.shape[-1]
+    if a.norm == "linf":
+        factor = 1.0 if math.isinf(p) else d ** (1.0 / p)
+    else:
+        factor = math.sqrt(m) * (d ** (1.0 / p - 0.5) if p < 2 else 1.0)
+    a.record(node, factor)
+    return _Var(v.lip * factor)
+
+
 @_rule("cat", "stack", "concat", "concatenate", "hstack", "vstack")
 def _cat(a: _Analyser, node: Any, value: Any) -> _Var:
     for arg in node.args[1:]:

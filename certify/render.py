@@ -394,6 +394,37 @@ def lipschitz_json(report: Any, empirical: Any = None, argv: Sequence[str] | Non
         "empirical": emp,
     }
     return jsonable(out)
+# --------------------------------------------------------------------------- demo (issue 3)
+
+
+def demo_table(report: Any) -> Table:
+    """One comparison table of the shipped models (a :class:`certify.demo.DemoReport`): a column per model."""
+    t = Table(title=f"lipcert demo · {report.data_source} · n = {report.n}\n"
+                    f"certified: from each model's declared Lipschitz property; PGD: {report.attack_steps} steps",
+              title_justify="left")
+    t.add_column("metric", no_wrap=True)
+    for r in report.rows:
+        t.add_column(r.label, justify="right")
+    rows = report.rows
+    t.add_row("certificate", *[r.certificate or "none" for r in rows])
+    t.add_row("clean accuracy", *[pct(r.clean_accuracy) for r in rows])
+    t.add_row("mean gap", *[f"{r.mean_gap:.3f}" for r in rows])
+    for k in (list(rows[0].certified) if rows else []):
+        t.add_row(f"certified {_eps_label(k)}", *["—" if r.certified[k] is None else pct(r.certified[k]) for r in rows])
+    for k in (list(rows[0].robust) if rows else []):
+        t.add_row(f"PGD {_eps_label(k)}", *[pct(r.robust[k]) for r in rows])
+    return t
+
+
+def _eps_label(k: str) -> str:
+    norm, _, eps = k.partition("@")
+    return f"{'ℓ₂' if norm == 'l2' else 'ℓ∞'} {eps}"
+
+
+def demo_json(report: Any, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    return jsonable({"lipcert_version": _version(), "schema_version": JSON_SCHEMA_VERSION, "command": "demo",
+                     "created": timestamp(), "argv": list(argv) if argv is not None else None,
+                     **{f.name: getattr(report, f.name) for f in dataclasses.fields(report)}})
 
 
 def _version() -> str:

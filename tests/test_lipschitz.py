@@ -162,3 +162,33 @@ def test_lipschitz_cli_json_keys(tmp_path) -> None:
     assert emp["jacobian_spectral_max"] <= out["global_bound"]
     assert emp["local_search_max"] <= out["global_bound"]
     assert emp["jacobian_2_inf_max"] <= max(out["per_logit_bounds"]) * (1 + 1e-9)
+
+
+def test_cdist_linf_dist_layers_have_linf_bound_one(tmp_path):
+    """ℓ∞-dist neurons written with torch.cdist(x, W, p=inf): exactly 1 in ℓ∞, and a sound L2 bound."""
+    import math
+
+    from certify.lipschitz import analyse
+
+    class CdistNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            self.w1 = torch.nn.Parameter(torch.rand(6, 16, generator=g))
+            self.w2 = torch.nn.Parameter(torch.rand(3, 6, generator=g))
+
+        def forward(self, x):
+            h = torch.cdist(x.flatten(1), self.w1, p=float("inf"))
+            return -torch.cdist(h, self.w2, p=float("inf"))
+
+    model = saved(CdistNet(), (1, 4, 4), tmp_path / "c.pt2")
+    linf = analyse(model, norm="linf")
+    assert linf.verified and linf.global_bound == 1.0
+    l2 = analyse(model, norm="l2")
+    assert l2.verified and l2.global_bound == pytest.approx(math.sqrt(6) * math.sqrt(3))
+    # the bound holds on random pairs
+    x = torch.rand(64, 1, 4, 4)
+    xp = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    dy = (model.module(x) - model.module(xp)).abs().amax(1)
+    dx = (x - xp).flatten(1).abs().amax(1)
+    assert bool((dy <= dx * (1 + 1e-5) + 1e-6).all())
