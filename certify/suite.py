@@ -13,7 +13,7 @@ Example::
     data: {source: fashion-mnist, limit: 1000}
     norm: l2
     eps: [0.1, 0.3]
-    attacks: {names: [L2PGD], steps: [100]}
+    attacks: {names: [pgd, ddn], steps: [100]}
     gates:
       min_clean_accuracy: 0.8
       min_certified_accuracy: {0.1: 0.6}
