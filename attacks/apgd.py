@@ -91,6 +91,23 @@ class _State:
     best_at_check: torch.Tensor
     halved_at_check: torch.Tensor
 
+    @classmethod
+    def start(cls, idx: torch.Tensor, x0: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+              eps: torch.Tensor, xa: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> "_State":
+        """The state at the random start: step size 2ε, no momentum yet."""
+        return cls(idx, x0, y, target, eps, 2.0 * eps, xa, xa, grad, loss, loss.clone(), xa, grad,
+                   torch.zeros_like(loss), loss.clone(), torch.zeros_like(loss, dtype=torch.bool))
+
+    def record(self, x_new: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> None:
+        """Move to ``x_new``; count a loss rise; keep the best-loss point and its gradient."""
+        self.x_prev, self.x = self.x, x_new
+        self.rises += (loss > self.loss).to(self.rises.dtype)
+        self.loss, self.grad = loss, grad
+        better = loss > self.best_loss
+        self.best_loss = torch.where(better, loss, self.best_loss)
+        self.x_best = torch.where(_col(better, x_new), x_new, self.x_best)
+        self.grad_best = torch.where(_col(better, grad), grad, self.grad_best)
+
     def keep(self, mask: torch.Tensor) -> None:
         for name, value in vars(self).items():
             if value is not None:
@@ -142,21 +159,22 @@ class APGD(FixedEpsilonAttack):
 
     # ------------------------------------------------------------------ one run
 
-    def _evaluate(self, model: nn.Module, s: _State, xa: torch.Tensor, out: torch.Tensor
+    def _evaluate(self, model: nn.Module, xa: torch.Tensor, idx: torch.Tensor, y: torch.Tensor,
+                  target: torch.Tensor | None, out: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Loss and gradient at ``xa``; with early stop, adversarial rows are saved to ``out``.
+        """Loss and gradient at ``xa``; with early stop, adversarial rows are saved to ``out[idx]``.
 
-        Returns (loss, grad, keep) for the rows of ``s``; ``keep`` is None when every row stays.
+        Returns (loss, grad, keep); ``keep`` (rows still robust) is None when every row stays.
         """
         xa = xa.detach().requires_grad_(True)
         logits = model(xa)
         keep = None
         if self.early_stop:
-            hit = logits.detach().argmax(dim=1) != s.y
+            hit = logits.detach().argmax(dim=1) != y
             if bool(hit.any()):
-                out[s.idx[hit]] = xa.detach()[hit]
+                out[idx[hit]] = xa.detach()[hit]
                 keep = ~hit
-        losses = self._loss(logits, s.y, s.target)
+        losses = self._loss(logits, y, target)
         chosen = losses if keep is None else losses[keep]
         if chosen.numel() == 0:
             return losses.detach(), torch.zeros_like(xa), keep
@@ -166,37 +184,26 @@ class APGD(FixedEpsilonAttack):
     def _descend(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                  eps: torch.Tensor, norm: str, bounds: Bounds, gen: torch.Generator) -> torch.Tensor:
         """One APGD run; returns, per point, its first adversarial iterate or else its best-loss point."""
-        out = x0.clone()
-        n = x0.shape[0]
+        out, idx = x0.clone(), torch.arange(x0.shape[0], device=x0.device)
         xa = clip(x0 + random_start(x0, eps, norm, gen), bounds)
-        s = _State(torch.arange(n, device=x0.device), x0, y, target, eps, 2.0 * eps, xa, xa, xa, xa, xa, xa, xa,
-                   xa, xa, xa)
-        loss, grad, keep = self._evaluate(model, s, xa, out)
-        s.grad, s.loss, s.best_loss, s.x_best, s.grad_best = grad, loss, loss.clone(), xa, grad
-        s.rises = torch.zeros(n, device=x0.device)
-        s.best_at_check, s.halved_at_check = loss.clone(), torch.zeros(n, dtype=torch.bool, device=x0.device)
-        if keep is not None:
-            s.keep(keep)
+        loss, grad, keep = self._evaluate(model, xa, idx, y, target, out)
+        s = _State.start(idx, x0, y, target, eps, xa, loss, grad)
         marks, last_mark = set(checkpoints(self.steps)), 0
         for k in range(self.steps):
+            if keep is not None:
+                s.keep(keep)
             if s.idx.numel() == 0:
                 return out
             with torch.no_grad():
                 x_new = self._step(s, norm, bounds, first=(k == 0))
-            loss, grad, keep = self._evaluate(model, s, x_new, out)
+            loss, grad, keep = self._evaluate(model, x_new, s.idx, s.y, s.target, out)
             with torch.no_grad():
-                s.x_prev, s.x = s.x, x_new
-                s.rises += (loss > s.loss).to(s.rises.dtype)
-                s.loss, s.grad = loss, grad
-                better = loss > s.best_loss
-                s.best_loss = torch.where(better, loss, s.best_loss)
-                s.x_best = torch.where(_col(better, x_new), x_new, s.x_best)
-                s.grad_best = torch.where(_col(better, grad), grad, s.grad_best)
-                if keep is not None:
-                    s.keep(keep)
+                s.record(x_new, loss, grad)
                 if k + 1 in marks:
                     self._checkpoint(s, k + 1 - last_mark)
                     last_mark = k + 1
+        if keep is not None:
+            s.keep(keep)
         out[s.idx] = s.x_best
         return out
 
