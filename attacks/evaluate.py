@@ -52,8 +52,8 @@ from certify.errors import BadInputError, CertificateViolation
 from certify.flags import Flag
 from certify.margins import logit_stats
 
-from .base import Attack, AttackOutcome, run_batched
 from .apgd import APGD
+from .base import Attack, AttackOutcome, run_batched
 from .pgd import PGD, MarginPGD
 from .registry import ATTACKS, attack_class, build
 

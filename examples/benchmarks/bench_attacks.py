@@ -7,7 +7,9 @@ Prints, in one run, side by side:
    (the pure bookkeeping overhead);
 2. lipcert PGD vs foolbox, torchattacks and ART PGD with the same ε, steps and
    step size on the same model and data: time ratio and success rate (target:
-   ≥ 3× faster than the fastest peer at ≥ its success rate);
+   ≥ 3× faster than the fastest peer at ≥ its success rate), best of two runs
+   for every library; plus lipcert APGD-CE with the same ε and steps (its own
+   step-size schedule) for reference;
 3. lipcert's default L2 and ℓ∞ suites (APGD-CE → APGD-T → DDN/FMN) vs AutoAttack
    standard (``pyautoattack``): robust accuracy and wall time (target: within
    +0.3 pp at ≤ 0.5× the time).  The lipcert suite also runs with two more seeds
@@ -33,6 +35,7 @@ import torch
 from torch import nn
 
 from attacks import evaluate, run_batched
+from attacks.apgd import APGD
 from attacks.foolbox_attacks import FoolboxPGD
 from attacks.pgd import PGD
 from certify.checkpoint import LoadedModel, ModelMetadata
@@ -158,16 +161,26 @@ def section_bare(net, x, y, bs, device) -> None:
         print(f"{norm:6}{t_bare:9.2f}{t_lip:11.2f}{t_lip / t_bare:8.2f}{t_nes:17.2f}{t_nes / t_bare:8.2f}")
 
 
+def timed_best(k: int, fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    """First run's output and the fastest of ``k`` runs (every library gets the same ``k``)."""
+    out, t = timed(fn, device)
+    return out, min([t] + [timed(fn, device)[1] for _ in range(k - 1)])
+
+
 def section_peers(net, x, y, bs, device) -> None:
-    print(f"\n== 2. PGD-{STEPS}, same ε / steps / step size, random start: lipcert vs peers ==")
+    print(f"\n== 2. PGD-{STEPS}, same ε / steps / step size, random start: lipcert vs peers (best of 2 runs each) ==")
     print(f"{'norm':6}{'library':14}{'seconds':>9}{'success':>9}{'lipcert speed-up':>18}")
     for norm, eps in SETTINGS.items():
-        out, t_lip = timed(lambda: run_batched(PGD(steps=STEPS), net, x, y, norm=norm, eps=eps, bounds=(0, 1),
-                                               seed=0, batch_size=bs, device=device), device)
+        out, t_lip = timed_best(2, lambda: run_batched(PGD(steps=STEPS), net, x, y, norm=norm, eps=eps, bounds=(0, 1),
+                                                       seed=0, batch_size=bs, device=device), device)
         print(f"{norm:6}{'lipcert':14}{t_lip:9.2f}{float(out.success.float().mean()):9.1%}{'':>18}")
         for name, fn in peers(norm, eps, device).items():
-            adv, t = timed(lambda: fn(net, x, y, bs), device)
+            adv, t = timed_best(2, lambda: fn(net, x, y, bs), device)
             print(f"{norm:6}{name:14}{t:9.2f}{success(net, adv, y, bs):9.1%}{t / t_lip:17.1f}×")
+        out, t = timed_best(2, lambda: run_batched(APGD(steps=STEPS), net, x, y, norm=norm, eps=eps, bounds=(0, 1),
+                                                   seed=0, batch_size=bs, device=device), device)
+        print(f"{norm:6}{'lipcert APGD':14}{t:9.2f}{float(out.success.float().mean()):9.1%}"
+              f"{'(own step sizes)':>18}")
 
 
 def section_autoattack(loaded: LoadedModel, data, net, x, y, bs, device, seeds: list[int]) -> None:
