@@ -52,6 +52,7 @@ from certify.errors import BadInputError, CertificateViolation
 from certify.flags import Flag
 from certify.margins import logit_stats
 
+from .apgd import APGD
 from .base import Attack, AttackOutcome, run_batched
 from .pgd import PGD, MarginPGD
 from .registry import ATTACKS, attack_class, build
@@ -433,7 +434,8 @@ def _key(ai: int, budget: int | None, ei: int) -> int:
 
 
 def _check_certificates(run: _Run, radius: np.ndarray, count: int, specs: list[tuple[str, type[Attack]]]) -> int:
-    """Strong attacks at ε = 0.999·radius on a seeded sample of certified points."""
+    """Strong attacks (PGD-CE, PGD-margin, APGD-CE, the suite's minimum-norm attacks) at ε = 0.999·radius
+    on a seeded sample of certified points."""
     pool = np.flatnonzero(run.correct & np.isfinite(radius) & (radius > 0))
     if len(pool) == 0:
         return 0
@@ -442,7 +444,8 @@ def _check_certificates(run: _Run, radius: np.ndarray, count: int, specs: list[t
     eps = torch.zeros(len(run.y), dtype=torch.float64)
     eps[torch.from_numpy(idx)] = torch.from_numpy(CHECK_EPS_FRACTION * radius[idx])
     strong = [("check:pgd", PGD(steps=DEFAULT_CHECK_STEPS, restarts=DEFAULT_CHECK_RESTARTS)),
-              ("check:pgd-margin", MarginPGD(steps=DEFAULT_CHECK_STEPS, restarts=DEFAULT_CHECK_RESTARTS))]
+              ("check:pgd-margin", MarginPGD(steps=DEFAULT_CHECK_STEPS, restarts=DEFAULT_CHECK_RESTARTS)),
+              ("check:apgd-ce", APGD(steps=DEFAULT_CHECK_STEPS, restarts=DEFAULT_CHECK_RESTARTS))]
     strong += [(f"check:{n}", cls()) for n, cls in specs if cls.minimization]
     for si, (name, attack) in enumerate(strong):
         out = run.attack(attack, idx, None if attack.minimization else eps, key=_key(10_000 + si, None, 0))

@@ -13,7 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from certify.defaults import DEFAULT_ATTACK_STEPS, DEFAULT_PGD_REL_STEPSIZE, DEFAULT_RESTARTS
+from certify.defaults import (
+    DEFAULT_ATTACK_STEPS,
+    DEFAULT_PGD_REL_STEPSIZE,
+    DEFAULT_PGD_START_FRACTION,
+    DEFAULT_RESTARTS,
+)
 from certify.errors import BadInputError
 
 from .base import Bounds, FixedEpsilonAttack, clip, predict, project
@@ -58,6 +63,8 @@ class PGD(FixedEpsilonAttack):
 
     ``stepsize = abs_stepsize`` if given, else ``rel_stepsize · ε``
     (default per norm in :data:`certify.defaults.DEFAULT_PGD_REL_STEPSIZE`).
+    With ``random_start``, the first run starts uniformly in the ball of radius
+    ``DEFAULT_PGD_START_FRACTION[norm]``·ε and each restart in the full ε-ball.
     """
 
     name = "pgd"
@@ -85,7 +92,8 @@ class PGD(FixedEpsilonAttack):
         best = x.clone()
         todo = torch.arange(x.shape[0], device=x.device)
         for r in range(self.restarts):
-            adv, found = self._descend(model, x[todo], y[todo], eps[todo], norm, bounds, generator)
+            start = DEFAULT_PGD_START_FRACTION[norm] if r == 0 else 1.0
+            adv, found = self._descend(model, x[todo], y[todo], eps[todo], norm, bounds, generator, start)
             best[todo] = adv
             if r + 1 < self.restarts:
                 found = found | (predict(model, adv) != y[todo])  # the last iterate is unchecked
@@ -95,14 +103,15 @@ class PGD(FixedEpsilonAttack):
         return best
 
     def _descend(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, norm: str,
-                 bounds: Bounds, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One PGD run.  Returns the iterates and which points stopped early as adversarial."""
+                 bounds: Bounds, gen: torch.Generator, start: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """One PGD run, random start in the ball of radius ``start``·ε.
+        Returns the iterates and which points stopped early as adversarial."""
         out = x0.clone()
         found = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
         idx = torch.arange(x0.shape[0], device=x0.device)
         xs, ys, es, alpha = x0, y, eps, self.stepsize(eps, norm)
         uniform = (float(eps[0]), float(alpha[0])) if bool((eps == eps[0]).all()) else None
-        xa = clip(x0 + random_start(x0, eps, norm, gen), bounds) if self.random_start else x0.clone()
+        xa = clip(x0 + random_start(x0, eps * start, norm, gen), bounds) if self.random_start else x0.clone()
         for _ in range(self.steps):
             xa = xa.detach().requires_grad_(True)
             logits = model(xa)

@@ -7,14 +7,16 @@ from typing import Any
 from certify.errors import BadInputError
 
 from .base import Attack
+from .apgd import APGD, APGDDLR, APGDT
 from .foolbox_attacks import DDN, FGSM, FMN, CarliniWagner, DeepFool, FoolboxPGD, HopSkipJump
 from .pgd import PGD, L2PGD, LinfPGD, MarginPGD
 
-#: name → attack class.  ``pgd``, ``pgd-margin``, ``fgsm``, ``fb-pgd``, ``fmn`` and
+#: name → attack class.  ``pgd``, ``pgd-margin``, ``apgd-ce``, ``apgd-dlr``, ``apgd-t``, ``fgsm``, ``fb-pgd``, ``fmn`` and
 #: ``deepfool`` take the norm at call time; the others support the norms in their ``norms``.
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
-    for cls in (PGD, L2PGD, LinfPGD, MarginPGD, FGSM, FoolboxPGD, CarliniWagner, DeepFool, FMN, DDN, HopSkipJump)
+    for cls in (PGD, L2PGD, LinfPGD, MarginPGD, APGD, APGDDLR, APGDT, FGSM, FoolboxPGD, CarliniWagner, DeepFool,
+                FMN, DDN, HopSkipJump)
 }
 
 

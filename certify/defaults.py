@@ -81,10 +81,14 @@ LOCAL_SEARCH_RADIUS = 0.1
 DATA_LIPSCHITZ_BLOCK = 2048
 # --------------------------------------------------------------------------- attacks (issue 5)
 
-#: Attacks run by ``lipcert attack`` when ``--attacks`` is not given.
+#: Attacks run by ``lipcert attack`` when ``--attacks`` is not given: AutoAttack's two
+#: gradient attacks (APGD-CE, then targeted APGD-DLR on the points still robust), then a
+#: minimum-norm attack for the distances.  On the bench CNN this matches AutoAttack standard's
+#: robust accuracy (L2: +0.00 pp; ℓ∞: +0.40 pp at seed 0, +0.20 pp mean of 3 seeds) in 0.22–0.24× its
+#: time (examples/benchmarks/bench_attacks.cpu.txt).
 DEFAULT_ATTACKS: dict[str, tuple[str, ...]] = {
-    "l2": ("pgd", "pgd-margin", "ddn"),
-    "linf": ("pgd", "pgd-margin", "fmn"),
+    "l2": ("apgd-ce", "apgd-t", "ddn"),
+    "linf": ("apgd-ce", "apgd-t", "fmn"),
 }
 #: Attack iterations (``--steps``); several values give the iteration-scaling view.
 #: Minimum-norm attack added when ``min_distance`` is on and the suite has none.
@@ -96,9 +100,19 @@ DEFAULT_CASCADE = True
 DEFAULT_ATTACK_BATCH_SIZE = 256
 #: PGD step size relative to ε (foolbox's defaults: 0.025 for L2, 0.01/0.3 for ℓ∞).
 DEFAULT_PGD_REL_STEPSIZE: dict[str, float] = {"l2": 0.025, "linf": 0.01 / 0.3}
+#: PGD's first run starts uniformly in the ball of this radius × ε; restarts use the full ball.
+#: A uniform L2 start lies almost on the sphere (radius ε·u^(1/d)), where small L2 steps spend
+#: most of the budget turning away from the random direction: on the bench CNN, success 74.8% →
+#: 77.6% and 9% fewer gradient evaluations with 0.1.  ℓ∞ steps (sign) are not slowed by it.
+DEFAULT_PGD_START_FRACTION: dict[str, float] = {"l2": 0.1, "linf": 1.0}
 #: Iterations of the minimum-norm attacks (FMN, DDN, DeepFool, C&W, HopSkipJump).
 DEFAULT_MIN_NORM_STEPS: dict[str, int] = {"fmn": 100, "ddn": 100, "deepfool": 50, "cw": 100, "hsj": 16}
 DEFAULT_CW_BINARY_SEARCH_STEPS = 5
+#: APGD (Croce & Hein 2020): momentum α and the checkpoint threshold ρ of the paper.
+APGD_ALPHA = 0.75
+APGD_RHO = 0.75
+#: APGD-T: target classes tried (the classes ranked highest at the clean point, after the label).
+DEFAULT_APGD_TARGETS = 9  # AutoAttack standard's value; capped at classes − 1
 #: ``--check-certificates``: strong settings, ε just below each point's radius.
 DEFAULT_CHECK_STEPS = 200
 DEFAULT_CHECK_RESTARTS = 3
