@@ -443,8 +443,8 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     """Attack suites, certify-first: lipcert attack model.pt2 --norm l2 --eps 1.5 --attacks pgd,cw
 
     \b
-    Attacks: pgd, pgd-margin, l2-pgd, linf-pgd (native, early stop), fb-pgd, fgsm,
-    cw, deepfool, fmn, ddn (foolbox), hsj (black-box HopSkipJump).
+    Attacks: apgd-ce, apgd-dlr, apgd-t, pgd, pgd-margin, l2-pgd, linf-pgd (native, early
+    stop), fb-pgd, fgsm, cw, deepfool, fmn, ddn (foolbox), hsj (black-box HopSkipJump).
     """
     from attacks import evaluate
 
