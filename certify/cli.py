@@ -403,7 +403,9 @@ def data_lipschitz_cmd(data_source: str, split: str, data_root: str | None, limi
 # --------------------------------------------------------------------------- attack (issue 5)
 
 
-def _int_list(name: str, text: str) -> tuple[int, ...]:
+def _int_list(name: str, values_: Sequence[str] | str) -> tuple[int, ...]:
+    """``--steps 100,1000`` and ``--steps 100 --steps 1000`` alike."""
+    text = values_ if isinstance(values_, str) else ",".join(values_)
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -417,10 +419,11 @@ def _int_list(name: str, text: str) -> tuple[int, ...]:
 @model_options
 @click.option("--norm", type=click.Choice(["l2", "linf"]), required=True, help="Threat-model norm of ε.")
 @click.option("--eps", "eps", multiple=True, required=True, help="Radius ε; repeat or give 0.5,1,1.5.")
-@click.option("--attacks", "attack_names", default=None,
-              help="Comma-separated attacks (see `lipcert attack --help`); default: "
+@click.option("--attacks", "attack_names", multiple=True,
+              help="Attacks, comma-separated or repeated (see `lipcert attack --help`); default: "
                    + "; ".join(f"{k}: {','.join(v)}" for k, v in DEFAULT_ATTACKS.items()) + ".")
-@click.option("--steps", "steps_text", default=",".join(map(str, DEFAULT_ATTACK_STEPS)), show_default=True,
+@click.option("--steps", "steps_text", multiple=True, default=(",".join(map(str, DEFAULT_ATTACK_STEPS)),),
+              show_default=True,
               help="Iterations of PGD-type attacks; several (100,1000,10000) give the iteration-scaling table.")
 @click.option("--restarts", type=int, default=DEFAULT_RESTARTS, show_default=True, help="Random restarts of PGD.")
 @click.option("--check-certificates", type=int, default=0, show_default=True,
@@ -436,7 +439,8 @@ def _int_list(name: str, text: str) -> tuple[int, ...]:
 @click.option("--per-example", "per_example_path", default=None,
               help="Write a CSV index,label,prediction,gap,margin,radius,min_adv_distance,min_adv_attack.")
 def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
-           eps: tuple[str, ...], attack_names: str | None, steps_text: str, restarts: int, check_certificates: int,
+           eps: tuple[str, ...], attack_names: tuple[str, ...], steps_text: tuple[str, ...], restarts: int,
+           check_certificates: int,
            no_certify_first: bool, independent: bool, certificate: str, assume_lipschitz: bool, data_source: str | None,
            data_root: str | None, split: str, limit: int | None, batch_size: int, device: str, seed: int,
            json_path: str | None, quiet: bool, per_example_path: str | None) -> None:
@@ -458,7 +462,9 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     if check_certificates < 0:
         raise click.BadParameter(f"must be ≥ 0, got {check_certificates}", param_hint="--check-certificates")
     eps_values, steps = parse_eps(list(eps)), _int_list("--steps", steps_text)
-    names = [n for n in attack_names.split(",") if n.strip()] if attack_names is not None else None
+    names = parse_names(attack_names)
+    if attack_names and names is None:  # e.g. --attacks ","
+        names = ()
     dev = resolve_device(device)
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
@@ -498,7 +504,8 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
                                                   "Default: l2 0,0.1,1.5; linf 8/255.")
 @click.option("--attacks", "attack_names", multiple=True,
               help="Attack names (repeat or a,b); 'none' skips attacks. Default: the norm's default attacks.")
-@click.option("--steps", multiple=True, type=int, default=(100,), show_default=True, help="Attack iterations; repeat.")
+@click.option("--steps", "steps_text", multiple=True, default=("100",), show_default=True,
+              help="Attack iterations, comma-separated or repeated (several give the iteration-scaling view).")
 @click.option("--restarts", type=int, default=1, show_default=True)
 @click.option("--certificate", type=click.Choice(["auto", "l2-multi", "l2-single", "linf-dist"]),
               default=DEFAULT_CERTIFICATE, show_default=True)
@@ -509,7 +516,7 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
 @data_options
 @run_options
 def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
-            eps: tuple[str, ...], attack_names: tuple[str, ...], steps: tuple[int, ...], restarts: int,
+            eps: tuple[str, ...], attack_names: tuple[str, ...], steps_text: tuple[str, ...], restarts: int,
             certificate: str, lipschitz_constant: float | None, assume_lipschitz: bool, train_margins: bool,
             data_source: str | None, data_root: str | None, split: str, limit: int | None, batch_size: int,
             device: str, seed: int, json_path: str | None, quiet: bool) -> None:
@@ -522,7 +529,7 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     dev = resolve_device(device)
     seed_everything(seed)
     opts = AnalyzeOptions(norm=norm, eps=parse_eps_allow_zero(eps), attacks=parse_names(attack_names),
-                          steps=tuple(steps), restarts=restarts, certificate=certificate,
+                          steps=_int_list("--steps", steps_text), restarts=restarts, certificate=certificate,
                           lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
                           batch_size=batch_size, device=dev, seed=seed, argv=tuple(sys.argv[1:]))
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
@@ -535,6 +542,7 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
 
 
 def parse_eps_allow_zero(values: Sequence[str]) -> tuple[float, ...] | None:
+    from .certificates import parse_number
     from .errors import BadInputError
 
     if not values:
@@ -543,18 +551,10 @@ def parse_eps_allow_zero(values: Sequence[str]) -> tuple[float, ...] | None:
     for part in ",".join(values).split(","):
         if part.strip():
             try:
-                out.append(float(eval_fraction(part.strip())))
-            except ValueError:
+                out.append(parse_number(part.strip()))
+            except (ValueError, ZeroDivisionError):
                 raise BadInputError(f"--eps expects numbers like 0.1 or 8/255; got {part!r}") from None
     return tuple(out)
-
-
-def eval_fraction(text: str) -> float:
-    """'8/255' → 0.03137…; '0.5' → 0.5."""
-    if "/" in text:
-        num, den = text.split("/", 1)
-        return float(num) / float(den)
-    return float(text)
 
 
 def parse_names(values: Sequence[str]) -> tuple[str, ...] | None:
@@ -626,7 +626,7 @@ gate_output_options = option_group(
 @click.option("--split", type=click.Choice(["train", "test"]), default=None)
 @click.option("--limit", type=int, default=None)
 @click.option("--attacks", "attack_names", multiple=True, help="Override the attacks ('none' skips them).")
-@click.option("--steps", multiple=True, type=int, help="Override attack iterations.")
+@click.option("--steps", "steps_text", multiple=True, help="Override attack iterations (comma-separated or repeated).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--device", default=None, help="auto, cpu or cuda.")
 @click.option("--seed", type=int, default=None)
@@ -636,7 +636,7 @@ gate_output_options = option_group(
 @gate_output_options
 def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_source: str | None,
                 data_root: str | None, split: str | None, limit: int | None, attack_names: tuple[str, ...],
-                steps: tuple[int, ...], batch_size: int | None, device: str | None, seed: int | None,
+                steps_text: tuple[str, ...], batch_size: int | None, device: str | None, seed: int | None,
                 json_path: str | None, pdf_path: str | None, md_path: str | None, junit_path: str | None,
                 summary_md_path: str | None, quiet: bool) -> None:
     """Run a YAML suite and its gates: lipcert run suite.yaml --junit gates.xml"""
@@ -645,7 +645,8 @@ def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_so
     check_positive("--batch-size", batch_size)
     check_positive("--limit", limit)
     overrides = dict(norm=norm, eps=parse_eps_allow_zero(eps), data_source=data_source, data_root=data_root,
-                     split=split, limit=limit, attacks=parse_names(attack_names), steps=tuple(steps) or None,
+                     split=split, limit=limit, attacks=parse_names(attack_names),
+                     steps=_int_list("--steps", steps_text) if steps_text else None,
                      batch_size=batch_size, device=device, seed=seed, json_path=json_path, pdf_path=pdf_path,
                      md_path=md_path)
     suite = load_suite(suite_path, overrides)
