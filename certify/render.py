@@ -53,6 +53,14 @@ def dumps(data: Any) -> str:
     return json.dumps(jsonable(data), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
+def header(command: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The keys every lipcert JSON starts with."""
+    from . import __version__
+
+    return {"lipcert_version": __version__, "schema_version": JSON_SCHEMA_VERSION, "command": command,
+            "argv": list(argv) if argv is not None else None, "created": timestamp()}
+
+
 def timestamp() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
@@ -72,11 +80,7 @@ def certify_json(report: CertifyReport, argv: Sequence[str] | None = None, *, pe
     """The documented JSON schema of ``lipcert certify`` (see README)."""
     plan = report.plan
     out: dict[str, Any] = {
-        "lipcert_version": report.lipcert_version,
-        "schema_version": JSON_SCHEMA_VERSION,
-        "command": "certify",
-        "argv": list(argv) if argv is not None else None,
-        "created": timestamp(),
+        **header("certify", argv),
         "model": dict(report.model),
         "data": dict(report.data),
         "norm": report.norm,
@@ -172,11 +176,10 @@ def combined_json(*, command: str, seed: int | None, model: dict[str, Any], data
                   lipschitz: dict[str, Any] | None = None, analysis: dict[str, Any] | None = None,
                   partial: bool = False, name: str | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
     """The combined results JSON of ``lipcert analyze`` / ``lipcert run`` (one per model)."""
-    from . import __version__
-
+    head = header(command)
+    del head["argv"]
     return jsonable({
-        "lipcert_version": __version__, "schema_version": JSON_SCHEMA_VERSION, "command": command,
-        "created": timestamp(), "seed": seed, "name": name, "model": dict(model), "data": dict(data),
+        **head, "seed": seed, "name": name, "model": dict(model), "data": dict(data),
         "certify": certify, "attack": attack, "lipschitz": lipschitz, "analysis": analysis,
         "partial": bool(partial), "notes": list(notes),
     })
@@ -384,8 +387,7 @@ def lipschitz_json(report: Any, empirical: Any = None, argv: Sequence[str] | Non
             emp[key] = peak.value
             emp[key + "_index"] = peak.index
     out = {
-        "lipcert_version": _version(), "schema_version": JSON_SCHEMA_VERSION, "command": "lipschitz",
-        "argv": list(argv) if argv is not None else None, "created": timestamp(), "model": model,
+        **header("lipschitz", argv), "model": model,
         "norm": report.norm, "verified": report.verified, "unverifiable_ops": list(report.unverifiable_ops),
         "graph_source": report.source, "global_bound": report.global_bound,
         "per_logit_bounds": list(report.per_logit_bounds), "pair_bounds": [list(r) for r in report.pair_bounds],
@@ -422,15 +424,7 @@ def _eps_label(k: str) -> str:
 
 
 def demo_json(report: Any, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    return jsonable({"lipcert_version": _version(), "schema_version": JSON_SCHEMA_VERSION, "command": "demo",
-                     "created": timestamp(), "argv": list(argv) if argv is not None else None,
-                     **{f.name: getattr(report, f.name) for f in dataclasses.fields(report)}})
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
+    return jsonable({**header("demo", argv), **{f.name: getattr(report, f.name) for f in dataclasses.fields(report)}})
 
 
 def _num(v: float | None) -> str:
@@ -469,8 +463,7 @@ def empirical_table(empirical: Any) -> Table:
 
 
 def data_lipschitz_json(result: Any, data: dict[str, Any], argv: Sequence[str] | None = None) -> dict[str, Any]:
-    out = {"lipcert_version": _version(), "schema_version": JSON_SCHEMA_VERSION, "command": "data-lipschitz",
-           "argv": list(argv) if argv is not None else None, "created": timestamp(), "data": data,
+    out = {**header("data-lipschitz", argv), "data": data,
            "lip_2_inf": result.lip_2_inf, "min_distance": result.min_distance,
            "closest_pair": [result.index_a, result.index_b], "candidates_rechecked": result.candidates_rechecked,
            "seconds": result.seconds}
@@ -494,11 +487,7 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
     """The documented JSON schema of ``lipcert attack`` (see README and the shared brief)."""
     plan = report.plan
     out: dict[str, Any] = {
-        "lipcert_version": report.lipcert_version,
-        "schema_version": JSON_SCHEMA_VERSION,
-        "command": "attack",
-        "argv": list(argv) if argv is not None else None,
-        "created": timestamp(),
+        **header("attack", argv),
         "model": dict(report.model),
         "data": dict(report.data),
         "norm": report.norm,
