@@ -6,6 +6,10 @@ L2NNN building blocks [L2NNN] — each is nonexpansive (1-Lipschitz) in L2:
   ``b(W) = min(r(WᵀW), r(WWᵀ))`` and ``r(M)`` the largest absolute row sum, so
   ``‖W/√b‖₂ ≤ 1``; the convolution input is also divided by
   ``sqrt(ceil(K1/S1)·ceil(K2/S2))`` (the number of windows a pixel can fall in).
+  ``L2Linear(normalisation="spectral")`` divides by a guaranteed σ_max bound
+  instead (Gram iteration, :func:`gram_sigma_bound`) and can then take Björck
+  steps towards an orthogonal matrix (:func:`bjorck`); ‖W‖₂ ≤ 1 still holds,
+  with far less signal lost than with √b(W).
 * :class:`TwoSidedReLU` / :class:`TwoSided`: ``[f(x), f(x) − x]`` along channels.
 * :class:`NormPool2d`: L2 norm over each window, divided by the overlap factor.
 * :class:`MultiL2NNNHead`: one weight row per logit with ``‖w_k‖₂ ≤ 1``, so every
@@ -39,6 +43,12 @@ TINY = 1e-12
 LINF_CHUNK_ELEMENTS = 1 << 16
 #: Gram matrices larger than this (per side) are not formed for b(W).
 MAX_GRAM_DIM = 1024
+#: Gram-iteration steps of :func:`gram_sigma_bound` (over-estimate ≤ rank^(1/2^(t+1))).
+GRAM_ITERATIONS = 6
+#: Relative shrink of a spectrally normalised weight: covers float32 rounding.
+SPECTRAL_SAFETY = 1e-4
+#: Weight normalisations of :class:`L2Linear`.
+NORMALISATIONS = ("b", "spectral")
 
 
 # --------------------------------------------------------------------------- L2NNN
@@ -85,11 +95,82 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def gram_sigma_bound(w2d: torch.Tensor, iterations: int = GRAM_ITERATIONS) -> torch.Tensor:
+    """A guaranteed σ_max(W) by Gram iteration (Delattre et al. 2023), differentiable, in torch ops.
+
+    With G₀ = WWᵀ (smaller side) and G_{t+1} = G_t², ``σ_max(W)^(2^(t+1)) = λ_max(G_t) ≤ ‖G_t‖_F``
+    in exact arithmetic; each G_t is rescaled by its Frobenius norm (the scale is kept in
+    log space) so nothing overflows.  The over-estimate is at most rank^(1/2^(t+1)).
+    Min'ed with √b(W), so it is never looser than the [L2NNN] bound.
+    """
+    g = w2d @ w2d.t() if w2d.shape[0] <= w2d.shape[1] else w2d.t() @ w2d
+    log_scale = torch.zeros((), dtype=w2d.dtype, device=w2d.device)
+    power = 1.0  # ‖G_t‖_F bounds σ_max^(2·power)
+    for _ in range(iterations):
+        norm = torch.linalg.vector_norm(g) + TINY
+        g = g / norm
+        log_scale = 2.0 * (log_scale + torch.log(norm))
+        g = g @ g
+        power *= 2.0
+    log_fro = torch.log(torch.linalg.vector_norm(g) + TINY) + log_scale
+    gram = torch.exp(log_fro / (2.0 * power))
+    return torch.minimum(gram, torch.sqrt(nonexpansive_bound(w2d) + TINY))
+
+
+def bjorck(w2d: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Björck–Bowie steps ``W ← 1.5 W − 0.5 W WᵀW`` on a W with ‖W‖₂ ≤ 1.
+
+    Each singular value maps through f(σ) = 1.5σ − 0.5σ³, which sends [0, 1] into
+    [0, 1] (f is increasing there, f(1) = 1), so the result stays nonexpansive
+    while its singular values move towards 1 (an almost orthogonal matrix).
+    """
+    wide = w2d.shape[0] <= w2d.shape[1]
+    for _ in range(iterations):
+        if wide:
+            w2d = 1.5 * w2d - 0.5 * (w2d @ w2d.t()) @ w2d
+        else:
+            w2d = 1.5 * w2d - 0.5 * w2d @ (w2d.t() @ w2d)
+    return w2d
+
+
+def spectral_weight(w: torch.Tensor, bjorck_iterations: int = 0,
+                    gram_iterations: int = GRAM_ITERATIONS) -> torch.Tensor:
+    """``W / σ̄(W)`` with σ̄ a guaranteed σ_max bound (:func:`gram_sigma_bound`), then Björck steps.
+
+    The result is shrunk by :data:`SPECTRAL_SAFETY` so float32 rounding in the
+    iterations cannot push ‖W‖₂ above 1.
+    """
+    w2d = w.reshape(w.shape[0], -1)
+    w2d = w2d / (gram_sigma_bound(w2d, gram_iterations) * (1.0 + SPECTRAL_SAFETY))
+    w2d = bjorck(w2d, bjorck_iterations)
+    return (w2d * (1.0 - SPECTRAL_SAFETY)).reshape(w.shape)
+
+
 class L2Linear(nn.Linear):
-    """Nonexpansive linear layer: y = (W/√b(W)) x + bias."""
+    """Nonexpansive linear layer: y = (W/√b(W)) x + bias.
+
+    ``normalisation="spectral"`` divides by a guaranteed σ_max bound instead
+    (:func:`spectral_weight`, much tighter than √b(W)), followed by
+    ``bjorck_iterations`` Björck steps towards an orthogonal matrix.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, normalisation: str = "b",
+                 bjorck_iterations: int = 0):
+        super().__init__(in_features, out_features, bias=bias)
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"L2Linear: normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+        self.normalisation, self.bjorck_iterations = normalisation, int(bjorck_iterations)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, normalisation={self.normalisation}, bjorck={self.bjorck_iterations}"
+
+    def normalised_weight(self) -> torch.Tensor:
+        if self.normalisation == "spectral":
+            return spectral_weight(self.weight, self.bjorck_iterations)
+        return nonexpansive_weight(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, nonexpansive_weight(self.weight), self.bias)
+        return F.linear(x, self.normalised_weight(), self.bias)
 
 
 class L2Conv2d(nn.Conv2d):

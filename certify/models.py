@@ -30,12 +30,17 @@ NUM_CLASSES = 10
 
 
 def l2nnn_mlp(hidden: int = 256, depth: int = 2, num_classes: int = NUM_CLASSES,
-              in_features: int = 784) -> nn.Sequential:
-    """Multi-L2NNN MLP: nonexpansive linear + two-sided ReLU blocks, per-logit head."""
+              in_features: int = 784, normalisation: str = "b", bjorck_iterations: int = 0) -> nn.Sequential:
+    """Multi-L2NNN MLP: nonexpansive linear + two-sided ReLU blocks, per-logit head.
+
+    ``normalisation``/``bjorck_iterations`` choose the hidden layers' weight
+    normalisation (see :class:`certify.layers.L2Linear`).
+    """
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for _ in range(depth):
-        layers += [L2Linear(width, hidden), TwoSidedReLU()]
+        layers += [L2Linear(width, hidden, normalisation=normalisation, bjorck_iterations=bjorck_iterations),
+                   TwoSidedReLU()]
         width = 2 * hidden
     layers.append(MultiL2NNNHead(width, num_classes))
     return nn.Sequential(*layers)
@@ -93,7 +98,7 @@ class Family:
             raise BadInputError(f"family {self.name}: expected arch in {sorted(self.builders)}, got {arch!r}")
         try:
             return self.builders[arch](**kwargs)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise BadInputError(f"family {self.name}, arch {arch}: bad keyword arguments ({err})") from err
 
 

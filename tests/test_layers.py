@@ -21,13 +21,16 @@ from certify.layers import (
     TwoSided,
     TwoSidedReLU,
     _LpDistFn,
+    bjorck,
     chunk_size,
+    gram_sigma_bound,
     lp_dist,
     lp_dist_naive,
     nonexpansive_bound,
     nonexpansive_weight,
     overlap_factor,
     penalty7,
+    spectral_weight,
 )
 
 REL = 1e-9  # float64 rounding allowance, relative
@@ -103,6 +106,60 @@ def test_l2linear_is_nonexpansive(seed: int, fin: int, fout: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     layer = _scramble(L2Linear(fin, fout), gen)
     assert_nonexpansive(layer, *_pairs(gen, (fin,)))
+
+
+# ----------------------------------------------------- spectral normalisation (Gram bound + Björck)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds, st.integers(1, 40), st.integers(1, 40), st.sampled_from([0.01, 1.0, 50.0]))
+def test_gram_sigma_bound_is_a_sound_and_tight_sigma_max_bound(seed: int, rows: int, cols: int,
+                                                               scale: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=gen, dtype=torch.float64) * scale
+    sigma = torch.linalg.matrix_norm(w, ord=2)
+    bound = gram_sigma_bound(w)
+    assert bound >= sigma * (1 - REL)
+    assert bound <= sigma * min(rows, cols) ** (1 / 2 ** 7) * (1 + REL)  # rank^(1/2^(t+1)), t = 6
+    assert bound <= torch.sqrt(nonexpansive_bound(w)) * (1 + REL)  # never looser than √b(W)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds, st.integers(1, 40), st.integers(1, 40), st.integers(0, 12))
+def test_spectral_weight_has_spectral_norm_at_most_one(seed: int, rows: int, cols: int, steps: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=gen, dtype=torch.float64) * 5
+    assert torch.linalg.matrix_norm(spectral_weight(w, steps), ord=2) <= 1.0
+
+
+def test_bjorck_moves_singular_values_towards_one_and_never_above() -> None:
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(20, 50, generator=gen, dtype=torch.float64)
+    w = w / torch.linalg.matrix_norm(w, ord=2)
+    before = torch.linalg.svdvals(w)
+    after = torch.linalg.svdvals(bjorck(w, 15))
+    assert torch.all(after <= 1 + REL) and torch.all(after >= before - REL)
+    assert float(after.min()) > 0.99  # almost orthonormal rows
+    b_weight = torch.linalg.svdvals(nonexpansive_weight(w))
+    assert float(after.sum()) > float(b_weight.sum())  # much more signal kept than W/√b(W)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seeds, st.integers(1, 12), st.integers(1, 12), st.integers(0, 8))
+def test_spectral_l2linear_is_nonexpansive(seed: int, fin: int, fout: int, steps: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    layer = _scramble(L2Linear(fin, fout, normalisation="spectral", bjorck_iterations=steps), gen)
+    assert_nonexpansive(layer, *_pairs(gen, (fin,)))
+    # the worst direction: the top right singular vector of the effective weight
+    with torch.no_grad():
+        _, _, vh = torch.linalg.svd(layer.normalised_weight())
+        x1 = torch.randn(4, fin, generator=gen, dtype=torch.float64)
+        assert_nonexpansive(layer, x1, x1 + 0.3 * vh[:1])
+
+
+def test_l2linear_rejects_unknown_normalisation() -> None:
+    with pytest.raises(ValueError, match="normalisation"):
+        L2Linear(3, 2, normalisation="frobenius")
 
 
 @settings(max_examples=25, deadline=None)
@@ -238,7 +295,8 @@ def test_mean_shift_running_mean_and_translation() -> None:
 
 
 @pytest.mark.parametrize("layer,shape", [
-    (L2Linear(6, 4), (6,)), (L2Conv2d(1, 2, 3, stride=2, padding=1), (1, 8, 8)),
+    (L2Linear(6, 4), (6,)), (L2Linear(6, 4, normalisation="spectral", bjorck_iterations=3), (6,)),
+    (L2Conv2d(1, 2, 3, stride=2, padding=1), (1, 8, 8)),
     (MultiL2NNNHead(6, 3), (6,)), (LinfDist(6, 4, bias=True), (6,)),
     (NormPool2d(2), (2, 4, 4)), (TwoSidedReLU(), (2, 3)), (MeanShift(6), (6,)),
 ], ids=repr)
@@ -249,4 +307,4 @@ def test_layers_export_with_normalisation_in_graph(layer: nn.Module, shape: tupl
     assert torch.equal(ep.module()(x), layer(x))
     if isinstance(layer, (L2Linear, L2Conv2d)):
         targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
-        assert any("sqrt" in t for t in targets), targets  # W/√b(W) computed in the graph
+        assert any("sqrt" in t or "exp" in t for t in targets), targets  # normalisation computed in the graph

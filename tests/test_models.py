@@ -41,9 +41,11 @@ def _pair(gen: torch.Generator, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @settings(max_examples=8, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.sampled_from(["mlp", "cnn"]))
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["mlp", "mlp-spectral", "cnn"]))
 def test_l2nnn_models_every_logit_is_1_lipschitz(seed: int, arch: str) -> None:
-    model = _scrambled(l2nnn_mlp(hidden=32) if arch == "mlp" else l2nnn_cnn(channels=(4, 8), hidden=16), seed)
+    builders = {"mlp": lambda: l2nnn_mlp(hidden=32), "cnn": lambda: l2nnn_cnn(channels=(4, 8), hidden=16),
+                "mlp-spectral": lambda: l2nnn_mlp(hidden=32, normalisation="spectral", bjorck_iterations=5)}
+    model = _scrambled(builders[arch](), seed)
     x1, x2 = _pair(torch.Generator().manual_seed(seed))
     with torch.no_grad():
         diff = (model(x1) - model(x2)).abs()
