@@ -164,12 +164,11 @@ def write_pdf(results: Sequence[Results], path: str) -> int:
     pages = 0
     with atomic_path(path) as tmp, PdfPages(tmp, metadata={"Title": "lipcert report", "Creator": "lipcert"}) as pdf:
         for page in PAGES:
-            fig = page(results)
-            if fig is None:
-                continue
-            pdf.savefig(fig)
-            _close(fig)
-            pages += 1
+            out = page(results)
+            for fig in out if isinstance(out, list) else ([out] if out is not None else []):
+                pdf.savefig(fig)
+                _close(fig)
+                pages += 1
     return pages
 
 
@@ -190,6 +189,30 @@ def _figure(title: str, nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Any,
 def _grid(n: int) -> tuple[int, int]:
     cols = min(n, 2)
     return math.ceil(n / cols), cols
+
+
+def _table_pages(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], *, per_page: int,
+                 col_widths: Sequence[float] | None = None, fontsize: float = 9, cell_loc: str = "center",
+                 row_height: float | None = None) -> list[Any]:
+    """A table split over as many pages as it needs: no row is ever dropped."""
+    figs = []
+    chunks = [rows[i:i + per_page] for i in range(0, len(rows), per_page)] or [[]]
+    for k, chunk in enumerate(chunks):
+        suffix = f" ({k + 1}/{len(chunks)})" if len(chunks) > 1 else ""
+        fig, axes = _figure(title + suffix)
+        ax = axes[0, 0]
+        ax.axis("off")
+        t = ax.table(cellText=[list(r) for r in chunk], colLabels=list(header), loc="upper center",
+                     cellLoc=cell_loc, colWidths=list(col_widths) if col_widths else None)
+        t.auto_set_font_size(False)
+        t.set_fontsize(fontsize)
+        if row_height is not None:
+            for (row, _), cell in t.get_celld().items():
+                cell.set_height(row_height)
+        else:
+            t.scale(1.0, 1.4)
+        figs.append(fig)
+    return figs
 
 
 def _hide_unused(axes: Any, used: int) -> None:
@@ -333,33 +356,34 @@ def page_hybrid(results: Sequence[Results]) -> Any:
 
 
 def page_iteration_scaling(results: Sequence[Results]) -> Any:
-    rows = [(lab, s) for lab, r in zip(labels(results), results)
-            for s in (r.get("attack") or {}).get("iteration_scaling") or []]
-    if not rows:
+    per_model = [(lab, (r.get("attack") or {}).get("iteration_scaling") or []) for lab, r in zip(labels(results), results)]
+    per_model = [(lab, rows) for lab, rows in per_model if rows]
+    if not per_model:
         return None
-    fig, axes = _figure("Robust accuracy as the attack budget grows ([L2NNN] Tables 1–2)", 1, 2)
-    left, right = axes[0]
-    series: dict[str, list[tuple[float, float]]] = {}
-    for lab, s in rows:
-        key = f"{lab} · {s['attack']} ε={fmt_num(s['eps'])}"
-        series.setdefault(key, []).append((s["steps"] * s.get("restarts", 1), s["robust_accuracy"]))
-    for key, pts in series.items():
-        pts.sort()
-        left.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key)
-    left.set_xscale("log")
-    left.set_xlabel("attack iterations × restarts")
-    left.set_ylabel("robust accuracy")
-    left.grid(alpha=0.3)
-    left.legend(fontsize=7)
-    right.axis("off")
-    cells = [[lab, s["attack"], fmt_num(s["eps"]), str(s["steps"]), str(s.get("restarts", 1)),
-              fmt_pct(s["robust_accuracy"])] for lab, s in rows[:30]]
-    t = right.table(cellText=cells, colLabels=["model", "attack", "ε", "steps", "restarts", "robust acc"],
-                    loc="upper center", cellLoc="center")
-    t.auto_set_font_size(False)
-    t.set_fontsize(8)
+    nrows, ncols = _grid(len(per_model))
+    fig, axes = _figure("Robust accuracy as the attack budget grows ([L2NNN] Tables 1–2)", nrows, ncols)
+    for ax, (lab, rows) in zip(axes.flat, per_model):
+        series: dict[str, list[tuple[float, float]]] = {}
+        for s_ in rows:
+            key = f"{s_['attack']} ε={fmt_num(s_['eps'])}"
+            series.setdefault(key, []).append((s_["steps"] * s_.get("restarts", 1), s_["robust_accuracy"]))
+        for key, pts in series.items():
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key)
+        ax.set_xscale("log")
+        ax.set_title(lab, fontsize=10)
+        ax.set_xlabel("attack iterations × restarts")
+        ax.set_ylabel("robust accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2, loc="lower left")
+    _hide_unused(axes, len(per_model))
     fig.tight_layout(rect=(0, 0, 1, 0.94))
-    return fig
+    cells = [[lab, s_["attack"], fmt_num(s_["eps"]), str(s_["steps"]), str(s_.get("restarts", 1)),
+              fmt_pct(s_["robust_accuracy"])] for lab, rows in per_model for s_ in rows]
+    return [fig] + _table_pages("Iteration scaling: robust accuracy per attack budget",
+                                ["model", "attack", "ε", "steps", "restarts", "robust acc"], cells, per_page=24,
+                                col_widths=[0.34, 0.14, 0.1, 0.1, 0.1, 0.14])
 
 
 def page_margins(results: Sequence[Results]) -> Any:
@@ -411,20 +435,14 @@ def page_lipschitz(results: Sequence[Results]) -> Any:
             continue
         rows.append([lab, "global", "", fmt_num(lip.get("global_bound")), "",
                      "verified" if lip.get("verified") else "NOT verified"])
-        for layer in (lip.get("layers") or [])[:25]:
+        for layer in lip.get("layers") or []:
             rows.append([lab, str(layer.get("name")), str(layer.get("op")), fmt_num(layer.get("bound")),
                          fmt_num(layer.get("estimate")), ""])
     if not rows:
         return None
-    fig, axes = _figure("Lipschitz bounds (sound bound and power-iteration estimate per layer)")
-    ax = axes[0, 0]
-    ax.axis("off")
-    t = ax.table(cellText=rows[:40], colLabels=["model", "layer", "op", "bound", "estimate", "status"],
-                 loc="upper center", cellLoc="center")
-    t.auto_set_font_size(False)
-    t.set_fontsize(10)
-    t.scale(1.0, 1.6)
-    return fig
+    return _table_pages("Lipschitz bounds (sound bound and power-iteration estimate per layer)",
+                        ["model", "layer", "op", "bound", "estimate", "status"], rows, per_page=24,
+                        col_widths=[0.3, 0.16, 0.14, 0.12, 0.12, 0.14])
 
 
 def page_tightness(results: Sequence[Results]) -> Any:
@@ -459,25 +477,19 @@ def page_flags(results: Sequence[Results]) -> Any:
     rows = [[lab, f"{section}: {fid}", _wrap(msg)] for lab, r in zip(labels(results), results)
             for section, fid, msg in all_flags(r)]
     rows += [[lab, "note", _wrap(n)] for lab, r in zip(labels(results), results) for n in r.get("notes") or []]
-    fig, axes = _figure("Flags raised and notes (see docs/flags.md)")
-    ax = axes[0, 0]
-    ax.axis("off")
     if not rows:
-        ax.text(0.5, 0.5, "No flags raised.", ha="center", fontsize=14)
+        fig, axes = _figure("Flags raised and notes (see docs/flags.md)")
+        axes[0, 0].axis("off")
+        axes[0, 0].text(0.5, 0.5, "No flags raised.", ha="center", fontsize=14)
         return fig
-    t = ax.table(cellText=rows[:24], colLabels=["model", "flag", "detail"], loc="upper center", cellLoc="left",
-                 colWidths=[0.15, 0.25, 0.6])
-    t.auto_set_font_size(False)
-    t.set_fontsize(7.5)
-    for (row, _), cell in t.get_celld().items():
-        cell.set_height(0.05 if row else 0.035)
-    return fig
+    return _table_pages("Flags raised and notes (see docs/flags.md)", ["model", "flag", "detail"], rows,
+                        per_page=16, col_widths=[0.2, 0.25, 0.55], fontsize=7.5, cell_loc="left", row_height=0.05)
 
 
 def _wrap(text: str, width: int = 80) -> str:
     import textwrap
 
-    return "\n".join(textwrap.wrap(str(text), width)[:3])
+    return "\n".join(textwrap.wrap(str(text), width))
 
 
 PAGES: list[Callable[[Sequence[Results]], Any]] = [
