@@ -125,3 +125,22 @@ def test_sigterm_then_resume_equals_an_uninterrupted_attack(tmp_path):
     assert resumed["seconds"] >= partial["seconds"]
     robust = [sum(r[i] for r in fresh["per_example"]["robust"]) / 1000 for i in range(2)]
     assert [w["robust_accuracy"] for w in fresh["worst_case"]] == robust
+
+
+def test_sigterm_during_the_attacks_of_run_writes_partial_json(tmp_path):
+    """The partial attack section holds fewer points than certify's: the analysis leaves it out."""
+    model = tmp_path / "rows.pt"
+    torch.save(SelfInterrupting(), model)
+    out = tmp_path / "run.json"
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"model: {{path: {model}, trust_checkpoint: true}}\ndata: {{source: demo, limit: 40}}\n"
+                     "norm: l2\neps: [0.05]\ncertify: {certificate: l2-multi, assume_lipschitz: true}\n"
+                     "attacks: {names: [pgd], steps: [5]}\nlipschitz: false\n"
+                     "analysis: {train_margins: false}\ngates: {min_clean_accuracy: 0.0}\n")
+    proc = lipcert("run", str(suite), "--json", str(out), "-q", env_extra={"LIPCERT_TEST_KILL_AFTER": "2"})
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    res = json.loads(out.read_text())
+    assert res["partial"] is True and res["attack"]["partial"] is True
+    assert res["certify"]["data"]["n"] == 40 and res["attack"]["data"]["n"] == 0
