@@ -13,9 +13,10 @@ from __future__ import annotations
 from .base import Attack, AttackOutcome, FixedEpsilonAttack, MinimizationAttack, run_batched
 from .evaluate import AttackExamples, AttackReport, AttackResult, Violation, WorstCase, evaluate
 from .registry import ATTACKS, attack_class
+from .resume import AttackResume, resume_state
 
 __all__ = [
-    "ATTACKS", "Attack", "AttackExamples", "AttackOutcome", "AttackReport", "AttackResult",
+    "ATTACKS", "Attack", "AttackExamples", "AttackResume", "AttackOutcome", "AttackReport", "AttackResult",
     "FixedEpsilonAttack", "MinimizationAttack", "Violation", "WorstCase", "attack_class", "evaluate",
-    "run_batched",
+    "resume_state", "run_batched",
 ]

@@ -23,8 +23,8 @@ PGD at ε = 0.999·radius on sampled certified points), raises
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from certify.checkpoint import LoadedModel
 from certify.data import Dataset, check_against_model
 from certify.defaults import (
     CHECK_EPS_FRACTION,
+    ATTACK_CHUNK,
     DEFAULT_ATTACK_BATCH_SIZE,
     DEFAULT_ATTACK_STEPS,
     DEFAULT_CASCADE,
@@ -53,9 +54,12 @@ from certify.flags import Flag
 from certify.margins import logit_stats
 
 from .apgd import APGD
-from .base import Attack, AttackOutcome, run_batched
+from .base import Attack, AttackOutcome, batch_seed, run_batched
 from .pgd import PGD, MarginPGD
 from .registry import ATTACKS, attack_class, build
+
+if TYPE_CHECKING:
+    from .resume import AttackResume
 
 ProgressFn = Callable[[int, int], None]
 
@@ -75,6 +79,7 @@ class AttackResult:
     attacked: int  #: points attacked (correct and not certified at ε)
     successes: int  #: adversarial examples found within ε
     seconds: float
+    robust_count: int  #: points robust after this row (``robust_accuracy`` = robust_count / n)
 
 
 @dataclass(frozen=True)
@@ -151,8 +156,22 @@ class AttackReport:
 
 
 @dataclass
+class _Ticker:
+    """Progress shared by the chunks of one run."""
+
+    total: int
+    progress: ProgressFn | None
+    done: int = 0
+
+    def __call__(self, k: int) -> None:
+        self.done += k
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total)
+
+
+@dataclass
 class _Run:
-    """Mutable bookkeeping while the suite runs (never returned)."""
+    """Mutable bookkeeping while the suite runs (never returned): the whole data, or one chunk of it."""
 
     module: torch.nn.Module
     x: torch.Tensor
@@ -165,14 +184,14 @@ class _Run:
     batch_size: int
     device: torch.device
     seed: int
-    progress: ProgressFn | None
-    total: int
+    tick: _Ticker
+    offset: int = 0  #: index of this run's first point in the data (for violations)
     broken: np.ndarray = field(init=False)
     min_dist: np.ndarray = field(init=False)
     min_attack: np.ndarray = field(init=False)
     results: list[AttackResult] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
-    done: int = 0
+    completed: int = 0  #: points whose chunk finished (a prefix of the data)
 
     def __post_init__(self) -> None:
         n = len(self.correct)
@@ -183,10 +202,20 @@ class _Run:
     def certified(self, eps: float) -> np.ndarray:
         return self.correct & (self.radius > eps)  # NaN radius → False
 
-    def tick(self, k: int) -> None:
-        self.done += k
-        if self.progress is not None:
-            self.progress(min(self.done, self.total), self.total)
+    def chunk(self, lo: int, hi: int) -> _Run:
+        """A run over points ``lo:hi`` with its own seed (the same whether or not the run was resumed)."""
+        seed = self.seed if lo == 0 else batch_seed(self.seed, CHUNK_SEED_KEY, lo)
+        return _Run(self.module, self.x[lo:hi], self.y[lo:hi], self.norm, self.eps, self.bounds, self.correct[lo:hi],
+                    self.radius[lo:hi], self.batch_size, self.device, seed, self.tick, offset=lo)
+
+    def absorb(self, part: _Run, lo: int, hi: int) -> None:
+        """Take over a finished chunk ``lo:hi``; rows add up over chunks."""
+        self.broken[:, lo:hi] = part.broken
+        self.min_dist[lo:hi] = part.min_dist
+        self.min_attack[lo:hi] = part.min_attack
+        self.violations += part.violations
+        self.results = merge_rows(self.results, part.results, hi)
+        self.completed = hi
 
     def record_distances(self, idx: np.ndarray, out: AttackOutcome, name: str) -> None:
         d = out.distance.numpy()
@@ -201,6 +230,25 @@ class _Run:
         return run_batched(attack, self.module, self.x[t], self.y[t], norm=self.norm, eps=e, bounds=self.bounds,
                            seed=self.seed, batch_size=self.batch_size, device=self.device, key=key,
                            on_batch=lambda b: self.tick(b * weight))
+
+
+#: Key mixed into the seed of every chunk after the first (the first keeps the run's seed).
+CHUNK_SEED_KEY = 7_777_777
+
+
+def merge_rows(before: Sequence[AttackResult], new: Sequence[AttackResult], n: int) -> list[AttackResult]:
+    """Rows of two consecutive slices of the data added up (``n``: points in both together)."""
+    if not before:
+        return [replace(r, robust_accuracy=r.robust_count / n if n else 0.0) for r in new]
+    if [_row_key(r) for r in before] != [_row_key(r) for r in new]:
+        raise BadInputError("--resume: the partial results ran other attack rows than this run; rerun from scratch")
+    return [replace(a, robust_accuracy=(a.robust_count + b.robust_count) / n, attacked=a.attacked + b.attacked,
+                    successes=a.successes + b.successes, seconds=a.seconds + b.seconds,
+                    robust_count=a.robust_count + b.robust_count) for a, b in zip(before, new)]
+
+
+def _row_key(r: AttackResult) -> tuple:
+    return r.attack, r.eps, r.steps, r.restarts
 
 
 # --------------------------------------------------------------------------- entry point
@@ -225,6 +273,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     seed: int = DEFAULT_SEED,
     progress: ProgressFn | None = None,
+    resume: AttackResume | None = None,
 ) -> AttackReport:
     """Attack every example of ``data`` with a suite; see the module docs for the semantics.
 
@@ -234,8 +283,12 @@ def evaluate(
     same state, so the iteration-scaling view compares like with like.  ``cascade=False`` runs
     every attack on every uncertified point, so each row is that attack alone.
     ``min_distance=True`` adds DDN (L2) or FMN (ℓ∞) when the suite has no minimum-norm attack, so
-    every point gets a distance.  A ``KeyboardInterrupt`` returns what was done
-    with ``partial=True``.
+    every point gets a distance.
+
+    Points are attacked in chunks of :data:`~certify.defaults.ATTACK_CHUNK` (each with a seed from
+    ``seed`` and its start), so results do not depend on interruptions.  A ``KeyboardInterrupt``
+    returns the completed chunks with ``partial=True``; ``resume`` (:func:`attacks.resume.resume_state`
+    of that partial JSON, same settings) skips them and merges.
     """
     eps_t = parse_eps(list(eps))
     steps_t = _check_args(norm, steps, restarts, check_certificates, batch_size)
@@ -255,25 +308,62 @@ def evaluate(
     flags += gradient_flags(model.module, x, y, clean["prediction"] == clean["label"], dev)
     rows = sum(len(eps_t) * (len(steps_t) if cls.scales_with_steps else 1) for _, cls in specs)
     run = _Run(model.module, x, y, norm, eps_t, model.metadata.bounds, clean["prediction"] == clean["label"],
-               clean["radius"] if certify_first else np.full(len(y), np.nan), batch_size, dev, seed, progress,
-               total=rows * len(y) + check_certificates)
+               clean["radius"] if certify_first else np.full(len(y), np.nan), batch_size, dev, seed,
+               _Ticker(rows * len(y) + check_certificates, progress))
+    if resume is not None:
+        _take_resume(run, resume, model, data, specs, steps_t, restarts, plan)
+        run.tick(rows * run.completed)
     partial, checked = False, 0
     notes += ("cascade: each row is the robust accuracy after that attack and the attacks above it",) \
         if cascade and len(specs) > 1 else ()
     try:
-        for ai, (name, cls) in enumerate(specs):
-            before = run.broken.copy() if cascade else np.zeros_like(run.broken)
-            for budget in (steps_t if cls.scales_with_steps else (None,)):
-                _run_one(run, ai, name, build(cls, steps=budget, restarts=restarts), budget, restarts, before)
+        for lo in range(run.completed, len(y), ATTACK_CHUNK):
+            hi = min(len(y), lo + ATTACK_CHUNK)
+            run.absorb(_run_suite(run.chunk(lo, hi), specs, steps_t, restarts, cascade), lo, hi)
         if check_certificates:
             checked = _check_certificates(run, clean["radius"], check_certificates, specs)
     except KeyboardInterrupt:
         partial = True
-    report = _report(model, data, run, clean, specs, steps_t, restarts, plan, notes, flags, partial,
-                     checked, time.perf_counter() - start)
+    seconds = time.perf_counter() - start + (resume.seconds if resume is not None else 0.0)
+    report = _report(model, data, run, clean, specs, steps_t, restarts, plan, notes, flags, partial, checked, seconds)
     if report.violations:
         _raise_violation(report)
     return report
+
+
+def _run_suite(run: _Run, specs: list[tuple[str, type[Attack]]], steps: tuple[int, ...], restarts: int,
+               cascade: bool) -> _Run:
+    for ai, (name, cls) in enumerate(specs):
+        before = run.broken.copy() if cascade else np.zeros_like(run.broken)
+        for budget in (steps if cls.scales_with_steps else (None,)):
+            _run_one(run, ai, name, build(cls, steps=budget, restarts=restarts), budget, restarts, before)
+    return run
+
+
+def _take_resume(run: _Run, resume: AttackResume, model: LoadedModel, data: Dataset,
+                 specs: list[tuple[str, type[Attack]]], steps: tuple[int, ...], restarts: int,
+                 plan: CertificatePlan | None) -> None:
+    """Check that a partial run had this run's settings, then load its completed chunks into ``run``."""
+    ours = {"model sha256": model.sha256, "data source": data.source, "data split": data.split, "norm": run.norm,
+            "eps": list(run.eps), "attacks": [k for k, _ in specs], "steps": list(steps), "restarts": restarts,
+            "seed": run.seed, "certificate": None if plan is None else plan.certificate}
+    for what, new in ours.items():
+        old = resume.settings.get(what)
+        if old != new:
+            raise BadInputError(f"--resume: the partial results have {what} {old!r}, this run has {new!r}; "
+                                "resume with the same settings or rerun from scratch")
+    k = resume.n
+    if k > len(run.correct) or (k % ATTACK_CHUNK and k != len(run.correct)):
+        raise BadInputError(f"--resume: the partial results hold {k} examples, which is not a run of "
+                            f"{len(run.correct)} examples in chunks of {ATTACK_CHUNK}")
+    if resume.robust.shape != (k, len(run.eps)) or not np.array_equal(resume.label, run.y[:k].numpy()):
+        raise BadInputError("--resume: the partial results' labels or robust records do not match this data")
+    run.broken[:, :k] = run.correct[None, :k] & ~resume.robust.T
+    run.min_dist[:k] = resume.min_adv_distance
+    run.min_attack[:k] = resume.min_adv_attack
+    run.results = list(resume.results)
+    run.violations = list(resume.violations)
+    run.completed = k
 
 
 def _check_args(norm: str, steps: Sequence[int], restarts: int, check: int, batch_size: int) -> tuple[int, ...]:
@@ -393,7 +483,7 @@ def _run_one(run: _Run, ai: int, name: str, attack: Attack, budget: int | None, 
         robust = run.correct & ~before[ei]
         robust[succ] = False
         run.results.append(AttackResult(name, e, steps, rs, float(robust.mean()), len(targets), len(succ),
-                                        time.perf_counter() - t0))
+                                        time.perf_counter() - t0, int(robust.sum())))
 
 
 def _run_min(run: _Run, ai: int, name: str, attack: Attack, steps: int | None, rs: int | None,
@@ -416,7 +506,8 @@ def _run_min(run: _Run, ai: int, name: str, attack: Attack, steps: int | None, r
         run.broken[ei, succ] = True
         robust = run.correct & ~before[ei]
         robust[succ] = False
-        run.results.append(AttackResult(name, e, steps, rs, float(robust.mean()), len(targets), len(succ), seconds))
+        run.results.append(AttackResult(name, e, steps, rs, float(robust.mean()), len(targets), len(succ), seconds,
+                                        int(robust.sum())))
 
 
 def _record_violations(run: _Run, idx: np.ndarray, success: np.ndarray, dist: np.ndarray, name: str,
@@ -426,7 +517,7 @@ def _record_violations(run: _Run, idx: np.ndarray, success: np.ndarray, dist: np
     bad = success & (dist < r)
     for j in np.flatnonzero(bad):
         e = float(dist[j]) if eps is None else float(eps[j])
-        run.violations.append(Violation(int(idx[j]), float(r[j]), e, float(dist[j]), name))
+        run.violations.append(Violation(run.offset + int(idx[j]), float(r[j]), e, float(dist[j]), name))
 
 
 def _key(ai: int, budget: int | None, ei: int) -> int:
@@ -463,18 +554,23 @@ def _report(model: LoadedModel, data: Dataset, run: _Run, clean: dict[str, np.nd
             specs: list[tuple[str, type[Attack]]], steps: tuple[int, ...], restarts: int,
             plan: CertificatePlan | None, notes: tuple[str, ...], flags: list[Flag], partial: bool,
             checked: int, seconds: float) -> AttackReport:
-    n = len(run.correct)
-    robust = (run.correct[None, :] & ~run.broken).T  # points × eps
-    worst = tuple(WorstCase(e, float(robust[:, i].mean()), int(robust[:, i].sum())) for i, e in enumerate(run.eps))
-    scaling = _iteration_scaling(run.results, specs, steps)
+    """The report over the completed chunks (all points unless interrupted)."""
+    n = run.completed
+    correct, certified = run.correct[:n], {e: run.certified(e)[:n] for e in run.eps}
+    robust = (correct[None, :] & ~run.broken[:, :n]).T  # points × eps
+    worst = tuple(WorstCase(e, float(robust[:, i].mean()) if n else 0.0, int(robust[:, i].sum()))
+                  for i, e in enumerate(run.eps))
+    results = tuple(run.results) if n else ()
+    scaling = _iteration_scaling(list(results), specs, steps)
     flags = flags + _still_falling(scaling, n)
-    examples = AttackExamples(np.arange(n), clean["label"], clean["prediction"], clean["gap"], clean["margin"],
-                              clean["radius"], run.min_dist, run.min_attack, robust)
+    c = {k: v[:n] for k, v in clean.items()}
+    examples = AttackExamples(np.arange(n), c["label"], c["prediction"], c["gap"], c["margin"], c["radius"],
+                              run.min_dist[:n], run.min_attack[:n], robust)
     return AttackReport(
         lipcert_version=__version__, model=model.info, data={"source": data.source, "split": data.split, "n": n},
         norm=run.norm, eps=run.eps, attacks=tuple(k for k, _ in specs), steps=steps, restarts=restarts,
-        clean_accuracy=float(run.correct.mean()) if n else 0.0, results=tuple(run.results), worst_case=worst,
-        certified_skipped={e: int(run.certified(e).sum()) for e in run.eps},
+        clean_accuracy=float(correct.mean()) if n else 0.0, results=results, worst_case=worst,
+        certified_skipped={e: int(v.sum()) for e, v in certified.items()},
         violations=tuple(run.violations), iteration_scaling=scaling, flags=tuple(flags), partial=partial,
         seed=run.seed, seconds=seconds, plan=plan, notes=notes, certificates_checked=checked, examples=examples)
 

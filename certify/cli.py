@@ -438,19 +438,21 @@ def _int_list(name: str, values_: Sequence[str] | str) -> tuple[int, ...]:
 @run_options
 @click.option("--per-example", "per_example_path", default=None,
               help="Write a CSV index,label,prediction,gap,margin,radius,min_adv_distance,min_adv_attack.")
+@click.option("--resume", "resume_path", default=None, type=click.Path(dir_okay=False),
+              help="Continue a run from its partial JSON (written when a run is interrupted); same settings.")
 def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
            eps: tuple[str, ...], attack_names: tuple[str, ...], steps_text: tuple[str, ...], restarts: int,
            check_certificates: int,
            no_certify_first: bool, independent: bool, certificate: str, assume_lipschitz: bool, data_source: str | None,
            data_root: str | None, split: str, limit: int | None, batch_size: int, device: str, seed: int,
-           json_path: str | None, quiet: bool, per_example_path: str | None) -> None:
+           json_path: str | None, quiet: bool, per_example_path: str | None, resume_path: str | None) -> None:
     """Attack suites, certify-first: lipcert attack model.pt2 --norm l2 --eps 1.5 --attacks pgd,cw
 
     \b
     Attacks: apgd-ce, apgd-dlr, apgd-t, pgd, pgd-margin, l2-pgd, linf-pgd (native, early
     stop), fb-pgd, fgsm, cw, deepfool, fmn, ddn (foolbox), hsj (black-box HopSkipJump).
     """
-    from attacks import evaluate
+    from attacks import evaluate, resume_state
 
     from .certificates import parse_eps
     from .device import resolve_device, seed_everything
@@ -469,13 +471,14 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
     data = load_data_from_options(loaded, data_source, data_root, split, limit)
+    resume = resume_state(read_json(resume_path)) if resume_path else None
     try:
         with progress_bar("attack", len(data), quiet) as progress:
             report = evaluate(loaded, data, norm=norm, eps=eps_values, attacks=names, steps=steps,
                               restarts=restarts, certify_first=not no_certify_first, cascade=not independent,
                               certificate=certificate,
                               assume_lipschitz=assume_lipschitz, check_certificates=check_certificates,
-                              batch_size=batch_size, device=dev, seed=seed, progress=progress)
+                              batch_size=batch_size, device=dev, seed=seed, progress=progress, resume=resume)
     except CertificateViolation as err:
         if getattr(err, "report", None) is not None:
             emit_json(attack_json(err.report, sys.argv[1:]), json_path)  # type: ignore[attr-defined]

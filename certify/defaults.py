@@ -98,6 +98,9 @@ DEFAULT_RESTARTS = 1
 #: Suites cascade (AutoAttack's flow): later attacks only attack points still robust.
 DEFAULT_CASCADE = True
 DEFAULT_ATTACK_BATCH_SIZE = 256
+#: ``lipcert attack`` attacks points in chunks of this many (independent of the batch size), each with
+#: its own seed: an interrupted run keeps its completed chunks and ``--resume`` gives the same results.
+ATTACK_CHUNK = 512
 #: PGD step size relative to ε (foolbox's defaults: 0.025 for L2, 0.01/0.3 for ℓ∞).
 DEFAULT_PGD_REL_STEPSIZE: dict[str, float] = {"l2": 0.025, "linf": 0.01 / 0.3}
 #: PGD's first run starts uniformly in the ball of this radius × ε; restarts use the full ball.

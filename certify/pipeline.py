@@ -88,7 +88,11 @@ def analyze(model: Any, data: Any, opts: AnalyzeOptions, *, train_data: Any = No
     train_margins = None
     if train_data is not None:
         train_margins = forward_examples(model, train_data, batch_size=opts.batch_size, device=opts.device).margin
-    analysis = analyse_results_parts(ex_source, attack, norm=opts.norm, eps=eps, train_margins=train_margins,
+    attack_seen = attack
+    if attack is not None and attack.get("partial"):  # holds only its completed chunks: leave it out
+        attack_seen = None
+        notes.append("interrupted during the attacks: the analysis leaves the partial attack results out")
+    analysis = analyse_results_parts(ex_source, attack_seen, norm=opts.norm, eps=eps, train_margins=train_margins,
                                      spreads=singular_value_spreads(model), delegate_accuracy=opts.delegate_accuracy)
     partial = bool(report is not None and report.partial) or bool(attack and attack.get("partial"))
     data_info = {"source": data.source, "split": data.split, "n": len(data)}

@@ -514,6 +514,7 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
     if per_example:
         ex = report.examples
         out["per_example"] = {name: jsonable(getattr(ex, name)) for name in ATTACK_EXAMPLE_COLUMNS}
+        out["per_example"]["robust"] = jsonable(ex.robust)  # points × eps: worst-case robust (for --resume)
     return jsonable(out)
 
 

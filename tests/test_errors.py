@@ -104,6 +104,9 @@ ATTACK_CASES: list[Case] = [
     Case("attack-linf-eps-too-big", "attack: ℓ∞ ε larger than the input range (wrong scale, e.g. 8 for 8/255)", ("attack", "{good}", "--data", "{data}", "--norm", "linf", "--eps", "8"), 2, "8/255"),
     Case("attack-batch-size-zero", "attack: --batch-size 0", (*A, "--eps", "1", "--batch-size", "0"), 2, "--batch-size"),
     Case("attack-cuda-missing", "attack: --device cuda without CUDA", (*A, "--eps", "1", "--device", "cuda"), 2, "CUDA"),
+    Case("attack-resume-other-eps", "attack: --resume from a run at other ε", (*A, "--eps", "1", "--attacks", "pgd", "--steps", "5", "--resume", "{attack_json}"), 2, "the partial results have eps [0.5]"),
+    Case("attack-resume-other-model", "attack: --resume from a run of another model", ("attack", "{unclaimed}", "--data", "{data}", "--norm", "l2", "--eps", "0.5", "--attacks", "pgd", "--steps", "5", "--resume", "{attack_json}"), 2, "model sha256"),
+    Case("attack-resume-certify-json", "attack: --resume from a certify JSON", (*A, "--eps", "0.5", "--resume", "{certify_json}"), 2, "partial 'lipcert attack' run"),
     Case("attack-unwritable-output", "attack: an output path in a missing directory", (*A, "--eps", "1", "--json", "{missing}/out.json"), 2, "does not exist"),
 ]
 RUN_CASES: list[Case] = [
@@ -237,10 +240,15 @@ def other_command_files(d: Path, good: Path) -> dict[str, str]:
     res = CliRunner().invoke(main, ["certify", str(good), "--data", str(d / "data.npz"), "--norm", "l2",
                                     "--eps", "0.1", "--json", str(certify_json), "-q"])
     assert res.exit_code == 0, res.output
+    attack_json = d / "attack.json"
+    res = CliRunner().invoke(main, ["attack", str(good), "--data", str(d / "data.npz"), "--norm", "l2",
+                                    "--eps", "0.5", "--attacks", "pgd", "--steps", "5", "--json", str(attack_json), "-q"])
+    assert res.exit_code == 0, res.output
     out = {name.rsplit(".", 1)[0]: str(d / name) for name in files}
     return {**out, "foreign_json": out["foreign"], "list_json": out["list"],
             "future_json": out["future"], "lipschitz_json": out["lipschitz"], "empty_yaml": out["empty"],
-            "data_one_class": str(d / "data_one_class.npz"), "certify_json": str(certify_json)}
+            "data_one_class": str(d / "data_one_class.npz"), "certify_json": str(certify_json),
+            "attack_json": str(attack_json)}
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)
