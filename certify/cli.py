@@ -9,7 +9,6 @@ become one ``Error: …`` line on stderr and a documented exit code:
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from .defaults import (
     DEFAULT_SPLIT,
     PROGRESS_MIN_EXAMPLES,
 )
-from .errors import EXIT_RUNTIME, EXIT_USAGE, LipcertError
+from .errors import EXIT_RUNTIME, LipcertError
 
 F = Callable[..., Any]
 

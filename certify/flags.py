@@ -9,6 +9,10 @@ errors: a certificate broken by an attack is a hard error, never a flag.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 FLAG_DOCS: dict[str, str] = {
     "outputs-look-like-probabilities": (

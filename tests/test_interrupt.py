@@ -38,21 +38,26 @@ def lipcert(*args: str, env_extra: dict[str, str] | None = None, **kw) -> subpro
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def test_sigterm_writes_partial_json_and_resume_completes(tmp_path):
-    model = tmp_path / "slow.pt"
-    torch.save(SlowUnitRows(), model)
-    common = ["certify", str(model), "--trust-checkpoint", "--data", "demo", "--limit", "600", "--batch-size", "5",
-              "--norm", "l2", "--eps", "0.05", "--certificate", "l2-multi", "--assume-lipschitz", "-q"]
-    out = tmp_path / "out.json"
-    marker = tmp_path / "started"
-    proc = lipcert(*common, "--json", str(out), env_extra={"LIPCERT_TEST_MARKER": str(marker)})
+def interrupt_when_started(args: list[str], marker: Path) -> tuple[int, str]:
+    """Run lipcert, wait until the model has seen a real batch (the marker file), then SIGTERM it."""
+    proc = lipcert(*args, env_extra={"LIPCERT_TEST_MARKER": str(marker)})
     deadline = time.time() + 60
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    return proc.returncode, err
+
+
+def test_sigterm_writes_partial_json_and_resume_completes(tmp_path):
+    model = tmp_path / "slow.pt"
+    torch.save(SlowUnitRows(), model)
+    common = ["certify", str(model), "--trust-checkpoint", "--data", "demo", "--limit", "600", "--batch-size", "5",
+              "--norm", "l2", "--eps", "0.05", "--certificate", "l2-multi", "--assume-lipschitz", "-q"]
+    out = tmp_path / "out.json"
+    code, err = interrupt_when_started([*common, "--json", str(out)], tmp_path / "started")
+    assert code == 130, err
     assert "Traceback" not in err
     partial = json.loads(out.read_text())
     assert partial["partial"] is True

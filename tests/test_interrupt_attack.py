@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .test_interrupt import SlowUnitRows, lipcert
+from .test_interrupt import SlowUnitRows, interrupt_when_started, lipcert
 
 
 class SlowAttackedRows(SlowUnitRows):
@@ -26,17 +26,6 @@ class SlowAttackedRows(SlowUnitRows):
             Path(marker).touch()
         time.sleep(0.05)
         return x.flatten(1) @ self.w.T
-
-
-def interrupt_when_started(args: list[str], marker: Path) -> tuple[int, str]:
-    proc = lipcert(*args, env_extra={"LIPCERT_TEST_MARKER": str(marker)})
-    deadline = time.time() + 60
-    while not marker.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    return proc.returncode, err
 
 
 def test_sigterm_during_attack_writes_partial_json(tmp_path):
