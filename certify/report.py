@@ -241,18 +241,25 @@ def page_title(results: Sequence[Results]) -> Any:
     return fig
 
 
-def page_error_curves(results: Sequence[Results]) -> Any:
+def _per_norm_page(results: Sequence[Results], title: str, ylabel: str,
+                   curve_of: Callable[[Results], dict[str, Any] | None]) -> Any:
+    """One panel per norm, one line per model (None when nothing is drawn)."""
     norms = sorted({norm_of(r) for r in results})
-    fig, axes = _figure("Empirical error curves C_err(ε) = P(d(x) ≤ ε), worst case over attacks", 1, len(norms))
+    fig, axes = _figure(title, 1, len(norms))
     drawn = False
     for ax, norm in zip(axes.flat, norms):
         for lab, r in zip(labels(results), results):
-            c = _curve(r, "worst case")
-            if norm_of(r) == norm and c:
+            c = curve_of(r) if norm_of(r) == norm else None
+            if c:
                 ax.plot(c["eps"], c["values"], label=lab)
                 drawn = True
-        _curve_axes(ax, norm, "error rate (attacked)")
+        _curve_axes(ax, norm, ylabel)
     return fig if drawn else _closed(fig)
+
+
+def page_error_curves(results: Sequence[Results]) -> Any:
+    return _per_norm_page(results, "Empirical error curves C_err(ε) = P(d(x) ≤ ε), worst case over attacks",
+                          "error rate (attacked)", lambda r: _curve(r, "worst case"))
 
 
 def _closed(fig: Any) -> None:
@@ -294,17 +301,11 @@ def page_certified_vs_empirical(results: Sequence[Results]) -> Any:
 
 
 def page_certified_accuracy(results: Sequence[Results]) -> Any:
-    norms = sorted({norm_of(r) for r in results})
-    fig, axes = _figure("Certified accuracy against ε", 1, len(norms))
-    drawn = False
-    for ax, norm in zip(axes.flat, norms):
-        for lab, r in zip(labels(results), results):
-            c = (r.get("analysis") or {}).get("certified_accuracy")
-            if norm_of(r) == norm and c and r["analysis"].get("median_certified_radius") is not None:
-                ax.plot(c["eps"], c["values"], label=lab)
-                drawn = True
-        _curve_axes(ax, norm, "certified accuracy")
-    return fig if drawn else _closed(fig)
+    def certified(r: Results) -> dict[str, Any] | None:
+        a = r.get("analysis") or {}
+        return a.get("certified_accuracy") if a.get("median_certified_radius") is not None else None
+
+    return _per_norm_page(results, "Certified accuracy against ε", "certified accuracy", certified)
 
 
 def page_gap_bins(results: Sequence[Results]) -> Any:
