@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from certify import __version__
 from certify.certificates import CertificatePlan, model_num_classes, parse_eps, plan_certificate
 from certify.checkpoint import LoadedModel
-from certify.data import Dataset, check_against_model
+from certify.data import Dataset, ProgressFn, check_against_model
 from certify.defaults import (
     CHECK_EPS_FRACTION,
     ATTACK_CHUNK,
@@ -61,7 +61,6 @@ from .registry import ATTACKS, attack_class, build
 if TYPE_CHECKING:
     from .resume import AttackResume
 
-ProgressFn = Callable[[int, int], None]
 
 
 # --------------------------------------------------------------------------- results

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from . import __version__
 from .checkpoint import LoadedModel
-from .data import Dataset, check_against_model
+from .data import Dataset, ProgressFn, check_against_model
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import BadInputError, LipschitzUnverifiedError
 from .device import is_out_of_memory, smaller_batch
@@ -32,7 +32,6 @@ from .margins import (
     radius_from_gap,
 )
 
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from .certificates import certify
 from .checkpoint import LoadedModel, load_model
-from .data import Dataset
+from .data import Dataset, ProgressFn
 from .defaults import DEFAULT_BATCH_SIZE, DEMO_ATTACK_STEPS, DEMO_L2_EPS, DEMO_LINF_EPS
 from .errors import BadInputError, CertificateViolation
 from .margins import logit_stats
 
-ProgressFn = Callable[[int, int], None]
 
 #: (row label, file name) of the shipped models, in table order.
 DEMO_MODELS: tuple[tuple[str, str], ...] = (

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .data import Dataset
+from .data import Dataset, ProgressFn
 from .defaults import (
     DATA_LIPSCHITZ_BLOCK,
     ESTIMATE_BATCH_SIZE,
@@ -32,7 +32,6 @@ from .defaults import (
 )
 from .errors import BadInputError
 
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

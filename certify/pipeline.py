@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -31,9 +31,8 @@ from .defaults import (
     DEFAULT_SEED,
     HYBRID_DELEGATE_ACCURACY,
 )
+from .data import ProgressFn
 from .errors import BadInputError
-
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

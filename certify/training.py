@@ -20,13 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Dataset
+from .data import Dataset, ProgressFn
 from .errors import BadInputError
 from .layers import set_linf_p
 from .losses import L2NNNLoss, hinge_loss
 from .models import get_family
 
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
