@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from certify import __version__
-from certify.certificates import CertificatePlan, model_num_classes, parse_eps, plan_certificate
+from certify.certificates import CertificatePlan, batch_sizes_for, model_num_classes, parse_eps, plan_certificate
 from certify.checkpoint import LoadedModel
 from certify.data import Dataset, ProgressFn, check_against_model
 from certify.defaults import (
@@ -298,7 +298,8 @@ def evaluate(
     num_classes, flags = model_num_classes(model, data, dev)
     check_against_model(data, model.metadata.input_shape, model.metadata.bounds, num_classes)
     input_dim = int(np.prod(data.input_shape))
-    plan, notes = _plan(model, norm, certificate, assume_lipschitz, certify_first, check_certificates, input_dim)
+    plan, notes = _plan(model, norm, certificate, assume_lipschitz, certify_first, check_certificates, input_dim,
+                        batch_sizes_for(len(data), batch_size))
     if plan is not None and not plan.lipschitz_verified:
         flags.append(Flag("lipschitz-assumed", f"certificate {plan.certificate} rests on a {plan.basis} "
                                                f"Lipschitz property: {plan.reason}"))
@@ -411,12 +412,12 @@ def _device(device: torch.device | str) -> torch.device:
 
 
 def _plan(model: LoadedModel, norm: str, certificate: str, assume: bool, certify_first: bool, check: int,
-          input_dim: int) -> tuple[CertificatePlan | None, tuple[str, ...]]:
+          input_dim: int, batch_sizes: tuple[int, ...]) -> tuple[CertificatePlan | None, tuple[str, ...]]:
     if not certify_first and not check:
         return None, ("certify-first disabled: every correctly classified point was attacked",)
     try:
         plan = plan_certificate(model, norm=norm, certificate=certificate, assume_lipschitz=assume,
-                                input_dim=input_dim)
+                                input_dim=input_dim, batch_sizes=batch_sizes)
     except BadInputError as err:
         if check:
             raise BadInputError(f"--check-certificates needs a certificate, but none could be planned: {err}") from err
@@ -430,9 +431,13 @@ def _clean_pass(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, plan:
     cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("label", "prediction", "gap", "margin", "radius")}
     for lo in range(0, len(y), batch_size):
         xb, yb = x[lo:lo + batch_size].to(device), y[lo:lo + batch_size].to(device)
-        logits = module(xb)
-        stats = logit_stats(logits, yb)
-        radius = plan.radii(logits, stats) if plan is not None else torch.full_like(stats.gap, float("nan"))
+        if plan is not None:
+            logits, err = plan.logits(module, xb)
+            stats = logit_stats(logits, yb)
+            radius = plan.radii(logits, stats, err)
+        else:
+            stats = logit_stats(module(xb), yb)
+            radius = torch.full_like(stats.gap, float("nan"))
         for k, v in (("label", yb), ("prediction", stats.prediction), ("gap", stats.gap),
                      ("margin", stats.margin), ("radius", radius)):
             cols[k].append(v.cpu())

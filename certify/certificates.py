@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ from . import __version__
 from .checkpoint import LoadedModel
 from .data import Dataset, ProgressFn, check_against_model
 from .defaults import DEFAULT_BATCH_SIZE
-from .errors import BadInputError, LipschitzUnverifiedError
-from .device import is_out_of_memory, smaller_batch
+from .errors import BadInputError, LipschitzUnverifiedError, RuntimeFailure
+from .device import certificate_precision, is_out_of_memory, smaller_batch
 from .flags import Flag, check_outputs, check_training_mode
 from .margins import (
     CERTIFICATES,
@@ -51,12 +51,37 @@ class CertificatePlan:
     norm_factor: float = 1.0  #: radius conversion from certificate_norm to norm
     #: K×K sound Lipschitz bounds of y_i − y_j, for the pairwise rule
     pair_constants: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    #: the analysed forward pass (:class:`certify.lipschitz.forward.ForwardSet`): logits with a per-example
+    #: bound on their floating-point error; None when no analysis backs the plan
+    forward: Any = field(default=None, repr=False, compare=False)
 
-    def radii(self, logits: torch.Tensor, stats) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    def logits(self, module: Any, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The logits behind a certificate, and their error bound (a, b) when the analysis gives one."""
+        with certificate_precision(x.device):
+            if self.forward is None:
+                return module(x), None
+            fwd = self.forward.for_batch(int(x.shape[0]))
+            if fwd is None:
+                raise RuntimeFailure(f"the model's graph may change with the batch size and was not analysed at "
+                                     f"{int(x.shape[0])}; rerun with another batch size")
+            logits, a, b = fwd.to(x.device)(x)
+            return logits, (a, b)
+
+    def radii(self, logits: torch.Tensor, stats, err: tuple[torch.Tensor, torch.Tensor] | None = None  # type: ignore[no-untyped-def]
+              ) -> torch.Tensor:
+        """Radii in the user's norm.  With the error bound (a, b): each margin loses 2κa and each
+        Lipschitz constant gains κb, κ = √2 in L2 and 2 in ℓ∞ (see ``docs/soundness.md``)."""
+        if self.forward is not None and err is None:
+            raise RuntimeFailure("internal: a verified plan needs the error bound of its forward pass")
+        safety, slope = stats.safety, None
+        if err is not None:
+            kappa = math.sqrt(2.0) if self.certificate_norm == "l2" else 2.0
+            a, b = (t.to(stats.gap.device) for t in err)
+            safety, slope = torch.maximum(safety, 2.0 * kappa * a), kappa * b
         if self.pair_constants is not None:
-            r = pairwise_radius(logits, stats.prediction, self.pair_constants, stats.safety)
+            r = pairwise_radius(logits, stats.prediction, self.pair_constants, safety, slope)
         else:
-            r = radius_from_gap(stats.gap, stats.safety, self.divisor, self.lipschitz_constant)
+            r = radius_from_gap(stats.gap, safety, self.divisor, self.lipschitz_constant, slope)
         return r * self.norm_factor
 
 
@@ -134,6 +159,7 @@ def plan_certificate(
     assume_lipschitz: bool = False,
     input_dim: int,
     input_shape: tuple[int, ...] | None = None,
+    batch_sizes: tuple[int, ...] | None = None,
 ) -> CertificatePlan:
     """Choose the radius rule (see the module docs).
 
@@ -141,7 +167,7 @@ def plan_certificate(
     from the weights, the plan records ``lipschitz_verified=False`` and the
     basis it rests on, and certify raises the ``lipschitz-assumed`` flag.
     """
-    from .lipschitz import verify_certificate  # analyser; may refuse
+    from .lipschitz.claims import verify_certificate  # analyser; may refuse
 
     if norm not in ("l2", "linf"):
         raise BadInputError(f"expected --norm l2 or linf, got {norm!r}")
@@ -162,7 +188,17 @@ def plan_certificate(
         assume_lipschitz=assume_lipschitz,
         input_dim=input_dim,
         input_shape=input_shape,
+        batch_sizes=batch_sizes,
     )
+
+
+def batch_sizes_for(n: int, batch_size: int, start: int = 0) -> tuple[int, ...]:
+    """The batch sizes a loop over examples ``start..n`` in batches of ``batch_size`` uses."""
+    todo = max(n - start, 0)
+    sizes = {min(batch_size, todo)} if todo else set()
+    if todo % batch_size:
+        sizes.add(todo % batch_size)
+    return tuple(sorted(s for s in sizes if s > 0))
 
 
 def declared_plan(model: LoadedModel, *, norm: str, certificate: str, lipschitz_constant: float | None,
@@ -276,13 +312,13 @@ def certify(
     num_classes, flags = model_num_classes(model, data, device)
     check_against_model(data, meta.input_shape, meta.bounds, num_classes)
     input_dim = int(np.prod(data.input_shape))
+    done = len(resume) if resume is not None else 0
     plan = plan_certificate(model, norm=norm, certificate=certificate, lipschitz_constant=lipschitz_constant,
                             assume_lipschitz=assume_lipschitz, input_dim=input_dim,
-                            input_shape=data.input_shape)
+                            input_shape=data.input_shape, batch_sizes=batch_sizes_for(len(data), batch_size, done))
     if not plan.lipschitz_verified:
         flags.append(Flag("lipschitz-assumed", f"certificate {plan.certificate} rests on a {plan.basis} "
                                                f"Lipschitz property: {plan.reason}"))
-    done = len(resume) if resume is not None else 0
     if done > len(data):
         raise BadInputError(f"--resume: the partial results hold {done} examples but the data has {len(data)}")
     cols, partial = _run_batches(model, data, plan, batch_size, device, progress, start=done)
@@ -310,15 +346,15 @@ def _run_batches(model: LoadedModel, data: Dataset, plan: CertificatePlan, batch
             while done < len(data):
                 x, y = data.batch(done, done + batch_size, device)
                 try:
-                    logits = model.module(x)
-                except Exception as err:
-                    if not is_out_of_memory(err):
+                    logits, err = plan.logits(model.module, x)
+                except Exception as exc:
+                    if not is_out_of_memory(exc):
                         raise
-                    batch_size = smaller_batch(batch_size, err)
+                    batch_size = smaller_batch(batch_size, exc)
                     continue
                 stats = logit_stats(logits, y)
                 for key, value in (("label", y), ("prediction", stats.prediction), ("gap", stats.gap),
-                                   ("margin", stats.margin), ("radius", plan.radii(logits, stats))):
+                                   ("margin", stats.margin), ("radius", plan.radii(logits, stats, err))):
                     chunks[key].append(value)
                 done += x.shape[0]
                 if progress is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -23,6 +25,28 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "cpu":
         return torch.device("cpu")
     raise BadInputError(f"expected --device auto, cpu or cuda, got {spec!r}")
+
+
+@contextlib.contextmanager
+def certificate_precision(device: torch.device | str) -> Iterator[None]:
+    """Forward passes behind a certificate use algorithms the floating-point bound covers
+    (``docs/soundness.md``): no TF32, no reduced-precision autocast, no transform-based
+    convolutions (cuDNN may pick Winograd or FFT, NNPACK uses them), fp32 matmul precision "highest"."""
+    dev = torch.device(device)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.autocast(dev.type, enabled=False))
+            stack.enter_context(torch.backends.nnpack.flags(enabled=False))
+            if dev.type == "cuda":
+                stack.enter_context(torch.backends.cudnn.flags(enabled=False, allow_tf32=False))
+                old_tf32 = torch.backends.cuda.matmul.allow_tf32
+                torch.backends.cuda.matmul.allow_tf32 = False
+                stack.callback(setattr, torch.backends.cuda.matmul, "allow_tf32", old_tf32)
+            yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def seed_everything(seed: int) -> None:

@@ -80,17 +80,21 @@ def logit_stats(logits: torch.Tensor, labels: torch.Tensor) -> LogitStats:
 
 
 def radius_from_gap(gap: torch.Tensor, safety: torch.Tensor | float, divisor: float,
-                    lipschitz_constant: float) -> torch.Tensor:
-    """r = max(g − safety, 0) / (divisor · L), in float64.  Never negative."""
+                    lipschitz_constant: float, slope: torch.Tensor | None = None) -> torch.Tensor:
+    """r = max(g − safety, 0) / (divisor · L + slope), in float64.  Never negative.
+
+    ``slope``: per example, how fast the floating-point allowance grows with the radius.
+    """
     if not lipschitz_constant > 0:
         raise BadInputError(f"the Lipschitz constant must be positive, got {lipschitz_constant}")
     g = gap.to(torch.float64) - torch.as_tensor(safety, dtype=torch.float64, device=gap.device)
-    return g.clamp_min(0.0) / (divisor * float(lipschitz_constant))
+    denom = divisor * float(lipschitz_constant) + (0.0 if slope is None else slope.to(torch.float64))
+    return g.clamp_min(0.0) / denom
 
 
 def pairwise_radius(logits: torch.Tensor, prediction: torch.Tensor, pair_constants: torch.Tensor,
-                    safety: torch.Tensor) -> torch.Tensor:
-    """r = min_{j≠i} (y_i − y_j − safety) / L_ij with i the prediction (Tsuzuku et al.; GloRo).
+                    safety: torch.Tensor, slope: torch.Tensor | None = None) -> torch.Tensor:
+    """r = min_{j≠i} (y_i − y_j − safety) / (L_ij + slope) with i the prediction (Tsuzuku et al.; GloRo).
 
     ``pair_constants[i, j]`` must be a sound Lipschitz bound of y_i − y_j.
     """
@@ -99,6 +103,8 @@ def pairwise_radius(logits: torch.Tensor, prediction: torch.Tensor, pair_constan
     yi = y.gather(1, prediction.view(-1, 1))
     diffs = (yi - y - safety.view(-1, 1)).clamp_min(0.0)
     denom = lij[prediction]  # batch × K
+    if slope is not None:
+        denom = denom + slope.to(device=y.device, dtype=torch.float64).view(-1, 1)
     r = diffs / denom
     r = r.scatter(1, prediction.view(-1, 1), float("inf"))
     return r.amin(dim=1)

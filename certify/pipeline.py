@@ -32,7 +32,7 @@ from .defaults import (
     HYBRID_DELEGATE_ACCURACY,
 )
 from .data import ProgressFn
-from .errors import BadInputError
+from .errors import BadInputError, LipschitzUnverifiedError
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def _certify_or_none(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[
             plan_certificate(model, norm=opts.norm, certificate="auto", lipschitz_constant=opts.lipschitz_constant,
                              assume_lipschitz=opts.assume_lipschitz, input_dim=int(np.prod(data.input_shape)),
                              input_shape=tuple(data.input_shape))
-        except BadInputError as err:
+        except LipschitzUnverifiedError as err:
             notes.append(f"no certificate: {err}")
             return None
     return certify(model, data, norm=opts.norm, eps=eps, certificate=opts.certificate,
