@@ -120,6 +120,11 @@ def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool
     return value
 
 
+def _set_trust_modules(ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    ctx.meta["lipcert.trust_modules"] = tuple(value)
+    return value
+
+
 #: MODEL argument plus how to load it.
 model_options = option_group(
     click.argument("model", type=click.Path(dir_okay=True)),
@@ -127,7 +132,11 @@ model_options = option_group(
                                 "module:Class or a YAML model spec."),
     click.option("--arch-kwargs", default=None, help="JSON keyword arguments for --arch module:Class."),
     click.option("--trust-checkpoint", is_flag=True,
-                 help="Allow arbitrary pickles (they can run code; only for files you trust)."),
+                 help="Allow arbitrary pickles, pickled or non-aten torch.export members and any architecture "
+                      "the file names (they can run code; only for files you trust). See docs/security.md."),
+    click.option("--trust-module", "trust_modules", multiple=True, expose_value=False, callback=_set_trust_modules,
+                 help="A Python module whose nn.Module classes a checkpoint may name as its architecture "
+                      "(besides certify.models and certify.layers); repeatable."),
 )
 
 
@@ -170,7 +179,10 @@ def load_model_from_options(model: str, arch: str | None, arch_kwargs: str | Non
     from .checkpoint import load_architecture, load_model
 
     architecture = load_architecture(arch, parse_kwargs_json(arch_kwargs))
-    return load_model(model, arch=architecture, trust_checkpoint=trust_checkpoint, device=device)
+    ctx = click.get_current_context(silent=True)
+    trusted = ctx.meta.get("lipcert.trust_modules", ()) if ctx is not None else ()
+    return load_model(model, arch=architecture, trust_checkpoint=trust_checkpoint, trusted_modules=trusted,
+                      device=device)
 
 
 def load_data_from_options(loaded: Any, data_source: str | None, data_root: str | None, split: str,
