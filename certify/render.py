@@ -98,6 +98,7 @@ def certify_json(report: CertifyReport, argv: Sequence[str] | None = None, *, pe
         "partial": report.partial,
         "seed": report.seed,
         "seconds": report.seconds,
+        "settings": dict(report.settings),
     }
     if per_example:
         out["per_example"] = examples_json(report.examples)
@@ -510,6 +511,7 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
         "partial": report.partial,
         "seed": report.seed,
         "seconds": report.seconds,
+        "settings": dict(report.settings),
     }
     if per_example:
         ex = report.examples

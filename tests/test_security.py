@@ -51,7 +51,10 @@ def base(tmp_path_factory) -> dict[str, Path]:
     good = save_model(Affine(torch.eye(4)[:3]), d / "good.pt2", meta, example_input=torch.zeros(2, *SHAPE))
     import numpy as np
 
-    np.savez(d / "data.npz", x=np.zeros((4, *SHAPE), dtype=np.float32), y=np.array([0, 1, 2, 0]))
+    x = np.random.default_rng(0).random((8, *SHAPE), dtype=np.float32)
+    y = x.reshape(8, -1)[:, :3].argmax(1)
+    y[:2] = (y[:2] + 1) % 3  # two misclassified points
+    np.savez(d / "data.npz", x=x, y=y)
     return {"dir": d, "good": good, "data": d / "data.npz"}
 
 
@@ -271,3 +274,100 @@ def test_pickle_payload_never_runs(base, marker, tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": Payload(str(marker))}, path)
     cli_refuses(path, base["data"], message="--trust-checkpoint")
+
+
+# ----------------------------------------------------------------------------- resume is verified, not trusted
+
+
+def _run(*argv: str):
+    return CliRunner().invoke(main, [*argv, "-q"])
+
+
+@pytest.fixture(scope="module")
+def partials(base) -> dict[str, Path]:
+    d, good, data = base["dir"], str(base["good"]), str(base["data"])
+    out = {}
+    res = _run("certify", good, "--data", data, "--norm", "l2", "--eps", "0.1", "--certificate", "l2-multi",
+               "--assume-lipschitz", "--json", str(d / "cert_assumed.json"))
+    assert res.exit_code == 0, res.stderr
+    res = _run("certify", good, "--data", data, "--norm", "l2", "--eps", "0.1", "--json", str(d / "cert.json"))
+    assert res.exit_code == 0, res.stderr
+    res = _run("attack", good, "--data", data, "--norm", "l2", "--eps", "0.5", "--attacks", "pgd", "--steps", "3",
+               "--no-certify-first", "--json", str(d / "attack.json"))
+    assert res.exit_code == 0, res.stderr
+    out.update(cert_assumed=d / "cert_assumed.json", cert=d / "cert.json", attack=d / "attack.json")
+    return out
+
+
+def _forge(src: Path, dst: Path, edit) -> Path:
+    data = json.loads(src.read_text())
+    edit(data)
+    dst.write_text(json.dumps(data))
+    return dst
+
+
+CERTIFY = ("--norm", "l2", "--eps", "0.1")
+
+
+def _resume_refused(argv, message):
+    res = _run(*argv)
+    assert res.exit_code == 2, (res.stdout, res.stderr, res.exception)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --resume"), res.stderr
+    assert message in lines[0]
+
+
+def test_resume_valid_partial_is_accepted(base, partials, tmp_path):
+    out = tmp_path / "resumed.json"
+    res = _run("certify", str(base["good"]), "--data", str(base["data"]), *CERTIFY, "--resume",
+               str(partials["cert"]), "--json", str(out))
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(out.read_text())["per_example"] == json.loads(partials["cert"].read_text())["per_example"]
+
+
+def test_resume_under_another_certificate_is_refused(base, partials):
+    _resume_refused(("certify", str(base["good"]), "--data", str(base["data"]), *CERTIFY, "--resume",
+                     str(partials["cert_assumed"])), "certificate 'l2-multi'")
+
+
+def test_resume_at_other_eps_or_seed_is_refused(base, partials):
+    common = ("certify", str(base["good"]), "--data", str(base["data"]), "--norm", "l2")
+    _resume_refused((*common, "--eps", "0.2", "--resume", str(partials["cert"])), "eps [0.1]")
+    _resume_refused((*common, "--eps", "0.1", "--seed", "7", "--resume", str(partials["cert"])), "seed 0")
+
+
+@pytest.mark.parametrize("forgery, message", [
+    (lambda d: d["per_example"]["radius"].pop(), "different lengths"),
+    (lambda d: d["per_example"]["index"].reverse(), "'index' must be 0, 1, 2"),
+    (lambda d: d["per_example"]["radius"].__setitem__(0, 99.0), "recomputing it gives"),
+    (lambda d: d["per_example"]["prediction"].__setitem__(1, (d["per_example"]["prediction"][1] + 1) % 3),
+     "prediction"),
+    (lambda d: d["per_example"].__setitem__("gap", "x" * 10_000), "must be a list"),
+    (lambda d: d["settings"].__setitem__("data_total", 3), "data total 3"),
+    (lambda d: d.pop("settings"), "no 'settings' block"),
+])
+def test_forged_certify_partial_is_refused(forgery, message, base, partials, tmp_path):
+    forged = _forge(partials["cert"], tmp_path / "forged.json", forgery)
+    _resume_refused(("certify", str(base["good"]), "--data", str(base["data"]), *CERTIFY, "--resume", str(forged)),
+                    message)
+
+
+ATTACK = ("--norm", "l2", "--eps", "0.5", "--attacks", "pgd", "--steps", "3", "--no-certify-first")
+
+
+def test_attack_resume_in_another_mode_is_refused(base, partials):
+    _resume_refused(("attack", str(base["good"]), "--data", str(base["data"]), *ATTACK, "--independent",
+                     "--resume", str(partials["attack"])), "mode 'cascade'")
+
+
+@pytest.mark.parametrize("forgery, message", [
+    (lambda d: d["per_example"]["robust"].__setitem__(0, [True]), "misclassifies"),
+    (lambda d: d["per_example"]["min_adv_distance"].__setitem__(0, -1.0), "negative or NaN"),
+    (lambda d: d["per_example"]["min_adv_attack"].__setitem__(0, "os.system"), "names an attack"),
+    (lambda d: d["per_example"]["index"].reverse(), "'index' must be"),
+    (lambda d: d["results"][0].__setitem__("successes", 10 ** 6), "could have written"),
+])
+def test_forged_attack_partial_is_refused(forgery, message, base, partials, tmp_path):
+    forged = _forge(partials["attack"], tmp_path / "forged.json", forgery)
+    _resume_refused(("attack", str(base["good"]), "--data", str(base["data"]), *ATTACK, "--resume", str(forged)),
+                    message)
