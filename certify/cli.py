@@ -29,6 +29,7 @@ from .defaults import (
     DEFAULT_SEED,
     DEFAULT_SPLIT,
     PROGRESS_MIN_EXAMPLES,
+    SEED_MAX,
 )
 from .errors import EXIT_RUNTIME, LipcertError
 
@@ -153,7 +154,7 @@ data_options = option_group(
 
 run_options = option_group(
     click.option("--device", default=DEFAULT_DEVICE, show_default=True, help="auto, cpu or cuda."),
-    click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True),
+    click.option("--seed", type=click.IntRange(0, SEED_MAX), default=DEFAULT_SEED, show_default=True),
     click.option("--json", "json_path", default=None, help="Write JSON results here ('-' for stdout)."),
     click.option("--quiet", "-q", is_flag=True, help="No table or progress bar."),
     click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
@@ -643,7 +644,7 @@ gate_output_options = option_group(
 @click.option("--steps", "steps_text", multiple=True, help="Override attack iterations (comma-separated or repeated).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--device", default=None, help="auto, cpu or cuda.")
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None)
 @click.option("--json", "json_path", default=None, help="Results JSON path ({name} = model name).")
 @click.option("--pdf", "pdf_path", default=None, help="Also write a PDF report.")
 @click.option("--md", "md_path", default=None, help="Also write a Markdown report.")
