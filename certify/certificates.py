@@ -173,6 +173,14 @@ def _claim_certificate(claim, norm: str) -> str | None:  # type: ignore[no-untyp
     return "l2-multi"
 
 
+def resolved_certificate(model: LoadedModel, norm: str, certificate: str) -> str:
+    """The rule ``certificate`` stands for on this model: ``auto`` becomes the declared claim's rule,
+    or stays ``auto`` (pairwise bounds from the weights, where a given constant cannot apply)."""
+    if certificate != "auto":
+        return certificate
+    return _claim_certificate(model.metadata.lipschitz, norm) or "auto"
+
+
 def plan_certificate(
     model: LoadedModel,
     *,
