@@ -219,11 +219,13 @@ def _check_value(key: str, value: Any, where: str, here: str) -> None:
     def number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-    values = value if isinstance(value, list) and key in NONNEGATIVE_KEYS else [value]
-    if key in FRACTION_KEYS and not (number(value) and 0 <= value <= 1):
+    if isinstance(value, dict):  # a curve ({eps: [...], ...}): its own keys are checked by the caller
+        return
+    values = value if isinstance(value, list) else [value]
+    if key in FRACTION_KEYS and not all(v is None or (number(v) and 0 <= v <= 1) for v in values):
         raise BadInputError(f"{where}: {here} must be a number from 0 to 1, got {short_repr(value, 40)}; "
                             "the file is not lipcert's or was edited")
-    if key in NONNEGATIVE_KEYS and not all(number(v) and v >= 0 for v in values):
+    if key in NONNEGATIVE_KEYS and not all(v is None or (number(v) and v >= 0) for v in values):
         raise BadInputError(f"{where}: {here} must be a number ≥ 0, got {short_repr(value, 40)}; "
                             "the file is not lipcert's or was edited")
     if key in BOOL_KEYS and not isinstance(value, bool):
