@@ -225,7 +225,7 @@ def _check_value(key: str, value: Any, where: str, here: str) -> None:
     if key in FRACTION_KEYS and not all(v is None or (number(v) and 0 <= v <= 1) for v in values):
         raise BadInputError(f"{where}: {here} must be a number from 0 to 1, got {short_repr(value, 40)}; "
                             "the file is not lipcert's or was edited")
-    if key in NONNEGATIVE_KEYS and not all(v is None or (number(v) and v >= 0) for v in values):
+    if key in NONNEGATIVE_KEYS and not all(v is None or v == "inf" or (number(v) and v >= 0) for v in values):
         raise BadInputError(f"{where}: {here} must be a number ≥ 0, got {short_repr(value, 40)}; "
                             "the file is not lipcert's or was edited")
     if key in BOOL_KEYS and not isinstance(value, bool):
