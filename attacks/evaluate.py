@@ -308,6 +308,10 @@ def evaluate(
                                                f"Lipschitz property: {plan.reason}"))
     x, y = data.batch(0, len(data), "cpu")
     clean = _clean_pass(model.module, x, y, plan, batch_size, dev)
+    bad = np.flatnonzero(~(np.isfinite(clean["gap"]) & np.isfinite(clean["margin"])))
+    if bad.size:
+        raise BadInputError(f"the model's logits are NaN or Inf on example {int(bad[0])} (and {bad.size - 1} "
+                            "more); the model is broken: check its weights and inputs")
     flags += gradient_flags(model.module, x, y, clean["prediction"] == clean["label"], dev)
     rows = sum(len(eps_t) * (len(steps_t) if cls.scales_with_steps else 1) for _, cls in specs)
     run = _Run(model.module, x, y, norm, eps_t, model.metadata.bounds, clean["prediction"] == clean["label"],

@@ -138,6 +138,7 @@ ATTACK_CASES: list[Case] = [
     Case("attack-resume-certify-json", "attack: --resume from a certify JSON", (*A, "--eps", "0.5", "--resume", "{certify_json}"), 2, "partial 'lipcert attack' run"),
     Case("attack-unwritable-output", "attack: an output path in a missing directory", (*A, "--eps", "1", "--json", "{missing}/out.json"), 2, "does not exist"),
     Case("attack-resume-other-mode", "attack: --resume --independent of a cascade run", (*A, "--eps", "0.5", "--attacks", "pgd", "--steps", "5", "--independent", "--resume", "{attack_json}"), 2, "mode 'cascade'"),
+    Case("attack-nan-logits", "attack: a model whose logits are NaN", ("attack", "{nan_logits}", "--data", "{data}", "--norm", "l2", "--eps", "1", "--no-certify-first"), 2, "NaN or Inf on example 0"),
     Case("attack-output-is-model", "attack: --json naming the model file", (*A, "--eps", "1", "--json", "{good}"), 2, "is the model"),
 ]
 RUN_CASES: list[Case] = [
