@@ -244,13 +244,21 @@ def resolve_class(spec: str, *, trusted_modules: tuple[str, ...] | None = None) 
         raise BadInputError(f"architecture: importing {mod_name!r} failed ({_short(err)})") from err
     obj: Any = mod
     for part in cls_name.split("."):
-        if not part or part.startswith("_") or not hasattr(obj, part):
-            raise BadInputError(f"architecture: {mod_name!r} has no public attribute {cls_name!r}")
+        if not part or part.startswith("__") or not hasattr(obj, part):
+            raise BadInputError(f"architecture: {mod_name!r} has no attribute {short_repr(cls_name, 60)}")
         obj = getattr(obj, part)
+    if mod_name == "certify.models" and obj in _family_builders():
+        return obj  # lipcert's own family builders (functions returning an nn.Module)
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise BadInputError(f"architecture: {short_repr(spec)} is not an nn.Module subclass; "
                             "name a class like mypkg.nets:Net")
     return obj
+
+
+def _family_builders() -> list[Any]:
+    from .models import FAMILIES
+
+    return [b for fam in FAMILIES.values() for b in fam.builders.values()]
 
 
 @dataclass(frozen=True)

@@ -371,3 +371,21 @@ def test_forged_attack_partial_is_refused(forgery, message, base, partials, tmp_
     forged = _forge(partials["attack"], tmp_path / "forged.json", forgery)
     _resume_refused(("attack", str(base["good"]), "--data", str(base["data"]), *ATTACK, "--resume", str(forged)),
                     message)
+
+
+def test_lipcert_family_builders_may_be_named_by_a_file(base, tmp_path):
+    from certify.models import l2nnn_mlp
+
+    net = l2nnn_mlp(hidden=8, depth=1)
+    path = tmp_path / "family.pt"
+    torch.save({"lipcert_format": 1, "state_dict": net.state_dict(), "metadata": {"input_shape": [1, 28, 28]},
+                "architecture": {"class": "certify.models:l2nnn_mlp", "kwargs": {"hidden": 8, "depth": 1}}}, path)
+    loaded = load_model(path)
+    assert loaded.format == "state_dict"
+
+
+@pytest.mark.parametrize("spec", ["certify.models:FAMILIES", "certify.models:get_family", "certify.layers:lp_dist",
+                                  "certify.models:__builtins__"])
+def test_non_module_names_in_lipcert_modules_are_refused(spec, base, tmp_path):
+    path = _state_dict_file(tmp_path / "sd.pt", {"class": spec, "kwargs": {}})
+    cli_refuses(path, base["data"])
