@@ -27,6 +27,7 @@ import hashlib
 import importlib
 import io
 import json
+import math
 import os
 import struct
 import warnings
@@ -102,16 +103,42 @@ class ModelMetadata:
                 f"model metadata: unknown keys {unknown}; valid keys are {sorted(known)}"
             )
         kw: dict[str, Any] = dict(raw)
-        for key in ("input_shape", "bounds", "mean", "std", "class_names"):
-            if kw.get(key) is not None:
-                kw[key] = tuple(kw[key])
-        if kw.get("lipschitz") is not None:
-            kw["lipschitz"] = LipschitzClaim(**kw["lipschitz"])
-        meta = cls(**kw)
-        lo, hi = meta.bounds
-        if not lo < hi:
-            raise BadInputError(f"model metadata: expected bounds [lo, hi] with lo < hi, got {meta.bounds}")
+        try:
+            for key in ("input_shape", "bounds", "mean", "std", "class_names"):
+                if kw.get(key) is not None:
+                    if not isinstance(kw[key], (list, tuple)):
+                        raise TypeError(f"'{key}' must be a list, got {short_repr(kw[key], 40)}")
+                    kw[key] = tuple(kw[key])
+            if kw.get("lipschitz") is not None:
+                if not isinstance(kw["lipschitz"], Mapping):
+                    raise TypeError(f"'lipschitz' must be an object, got {short_repr(kw['lipschitz'], 40)}")
+                kw["lipschitz"] = LipschitzClaim(**kw["lipschitz"])
+            meta = cls(**kw)
+            _check_metadata(meta)
+        except (TypeError, ValueError) as err:
+            if isinstance(err, BadInputError):
+                raise
+            raise BadInputError(f"model metadata: {short_repr(str(err), 120)[1:-1]}; fix the checkpoint's "
+                                "lipcert.json or pass --arch with a spec that sets metadata") from err
         return meta
+
+
+def _check_metadata(meta: ModelMetadata) -> None:
+    """Types and ranges of metadata read from a file."""
+    def numbers(values: Any) -> bool:
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+    if meta.input_shape is not None and not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**20
+                                                for v in meta.input_shape):
+        raise BadInputError(f"model metadata: input_shape must be positive integers, got {short_repr(meta.input_shape)}")
+    if len(meta.bounds) != 2 or not numbers(meta.bounds) or not meta.bounds[0] < meta.bounds[1]:
+        raise BadInputError(f"model metadata: expected bounds [lo, hi] with lo < hi, got {short_repr(meta.bounds)}")
+    for key in ("mean", "std"):
+        value = getattr(meta, key)
+        if value is not None and not numbers(value):
+            raise BadInputError(f"model metadata: {key} must be finite numbers, got {short_repr(value)}")
+    if meta.num_classes is not None and not (isinstance(meta.num_classes, int) and 0 < meta.num_classes < 2**31):
+        raise BadInputError(f"model metadata: num_classes must be a positive integer, got {short_repr(meta.num_classes)}")
 
 
 @dataclass(frozen=True)

@@ -389,3 +389,15 @@ def test_lipcert_family_builders_may_be_named_by_a_file(base, tmp_path):
 def test_non_module_names_in_lipcert_modules_are_refused(spec, base, tmp_path):
     path = _state_dict_file(tmp_path / "sd.pt", {"class": spec, "kwargs": {}})
     cli_refuses(path, base["data"])
+
+
+@pytest.mark.parametrize("meta", [{"lipschitz": 5}, {"input_shape": 7}, {"bounds": ["a", "b"]},
+                                  {"lipschitz": {"norm": "l2", "kind": "per-logit", "constant": "big"}},
+                                  {"input_shape": [1, -2, 2]}, {"num_classes": 1e300}, {"mean": [1], "std": 3}])
+def test_broken_metadata_is_one_line(meta, base, tmp_path):
+    def edit(m):
+        m["extra/lipcert.json"] = json.dumps(meta).encode()
+        return m
+
+    path = rewrite_pt2(base["good"], tmp_path / "meta.pt2", edit)
+    cli_refuses(path, base["data"], message="model metadata")
