@@ -90,6 +90,8 @@ def validate_archive(path: Path) -> None:
 
 
 def _relative_names(path: Path, names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):  # two readers could pick different copies of one name
+        raise _refuse(path, "holds two members with the same name")
     roots = {n.split("/", 1)[0] for n in names}
     if len(roots) != 1 or any("/" not in n for n in names):
         raise _refuse(path, "does not have the single root folder of torch.export.save")

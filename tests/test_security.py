@@ -193,6 +193,20 @@ def test_sample_inputs_payload_refused_with_trust_hint(base, marker, tmp_path):
         load_model(path)
 
 
+def test_duplicate_member_names_are_refused(base, tmp_path):
+    import warnings
+
+    path = tmp_path / "dup.pt2"
+    with zipfile.ZipFile(base["good"]) as zin, zipfile.ZipFile(path, "w") as zout, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("models/model.json"):
+                zout.writestr(info.filename, data.replace(b"torch.ops.aten", b"torch.ops.evil"))
+            zout.writestr(info.filename, data)
+    assert "same name" in cli_refuses(path, base["data"])
+
+
 def test_crc_damaged_pt2_is_refused(base, tmp_path):
     raw = bytearray(base["good"].read_bytes())
     with zipfile.ZipFile(base["good"]) as zf:
