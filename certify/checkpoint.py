@@ -32,6 +32,7 @@ import os
 import struct
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -416,12 +417,15 @@ def load_model(
     if fmt == "torch.export":
         module, meta_raw, exported = _load_export(p, trust_checkpoint)
     elif fmt == "torchscript":
+        check_zip_integrity(p)
         module, meta_raw = _load_torchscript(p)
     elif fmt == "safetensors":
         module, meta_raw = _load_safetensors(p, arch, file_trust)
     elif fmt == "onnx":
         module = _load_onnx(p)
     else:
+        if zipfile.is_zipfile(p):
+            check_zip_integrity(p)
         module, meta_raw, fmt = _load_torch_save(p, arch, trust_checkpoint, file_trust)
     check_finite_weights(module, str(p))
     if arch is not None and arch.metadata:
@@ -477,6 +481,18 @@ def _read_meta_json(raw: str, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInputError(f"{where}: lipcert.json metadata must be a JSON object")
     return data
+
+
+def check_zip_integrity(p: Path) -> None:
+    """Every member of a zip checkpoint must pass its CRC check (torch's reader does not check)."""
+    try:
+        with zipfile.ZipFile(p) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error) as err:
+        raise BadInputError(f"checkpoint {str(p)!r} is a damaged zip archive ({_short(err)}); re-save it") from err
+    if bad is not None:
+        raise BadInputError(f"checkpoint {str(p)!r}: member {short_repr(bad, 80)} fails its CRC check; "
+                            "the file is damaged, copy or re-save it")
 
 
 def check_finite_weights(module: nn.Module, where: str) -> None:

@@ -31,6 +31,7 @@ import json
 import re
 import threading
 import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -84,7 +85,7 @@ def validate_archive(path: Path) -> None:
             for name in configs:
                 _check_payload_config(path, name, _read_json(zf, name, path))
             graph = _read_json(zf, root + "models/model.json", path)
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error) as err:
         raise BadInputError(f"torch.export archive {str(path)!r} is damaged ({str(err)[:120]}); re-save it") from err
     _check_graph(path, graph)
 

@@ -415,3 +415,24 @@ def test_broken_metadata_is_one_line(meta, base, tmp_path):
 
     path = rewrite_pt2(base["good"], tmp_path / "meta.pt2", edit)
     cli_refuses(path, base["data"], message="model metadata")
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "torchscript"])
+def test_crc_damaged_zip_checkpoints_are_refused(fmt, base, tmp_path):
+    from certify import Architecture
+
+    from .conftest import Affine as _Affine
+
+    good = save_model(_Affine(torch.eye(4)[:3]), tmp_path / f"m_{fmt}", ModelMetadata(input_shape=SHAPE),
+                      format=fmt, example_input=torch.zeros(2, *SHAPE),
+                      architecture=Architecture(cls="certify.layers:L2Linear", kwargs={}))
+    with zipfile.ZipFile(good) as zf:
+        biggest = max(zf.infolist(), key=lambda i: i.file_size)
+    raw = bytearray(good.read_bytes())
+    name_len = int.from_bytes(raw[biggest.header_offset + 26:biggest.header_offset + 28], "little")
+    extra_len = int.from_bytes(raw[biggest.header_offset + 28:biggest.header_offset + 30], "little")
+    raw[biggest.header_offset + 30 + name_len + extra_len] ^= 0xFF
+    path = tmp_path / f"crc_{fmt}"
+    path.write_bytes(bytes(raw))
+    message = cli_refuses(path, base["data"])
+    assert "CRC" in message or "damaged" in message
