@@ -600,7 +600,10 @@ def _build_checked(arch: Architecture, state: Mapping[str, torch.Tensor], where:
     """Build on the meta device first and compare shapes, so a hostile size allocates nothing."""
     try:
         meta_module = arch.build("meta")
-    except NotImplementedError:  # an __init__ that computes on its weights: no meta check possible
+    except NotImplementedError as err:  # an __init__ that computes on its weights: no meta check possible
+        if arch.trusted_modules is not None:  # named by the file: do not allocate unchecked sizes
+            raise BadInputError(f"checkpoint {where!r}: its architecture cannot be checked on the meta device "
+                                f"({_short(err)}); pass --arch to name it yourself") from err
         return arch.build()
     expected = {k: tuple(v.shape) for k, v in meta_module.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
