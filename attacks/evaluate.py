@@ -22,9 +22,10 @@ PGD at ε = 0.999·radius on sampled certified points), raises
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ from certify.defaults import (
     STILL_FALLING_DROP,
     ZERO_GRADIENT_SHARE,
 )
-from certify.errors import BadInputError, CertificateViolation
+from certify.errors import BadInputError, CertificateViolation, short_repr
 from certify.flags import Flag
 from certify.margins import logit_stats
 
@@ -145,6 +146,8 @@ class AttackReport:
     notes: tuple[str, ...]
     certificates_checked: int
     examples: AttackExamples
+    #: what a ``--resume`` must match (see :func:`attack_settings`)
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -305,13 +308,21 @@ def evaluate(
                                                f"Lipschitz property: {plan.reason}"))
     x, y = data.batch(0, len(data), "cpu")
     clean = _clean_pass(model.module, x, y, plan, batch_size, dev)
+    bad = np.flatnonzero(~(np.isfinite(clean["gap"]) & np.isfinite(clean["margin"])))
+    if bad.size:
+        raise BadInputError(f"the model's logits are NaN or Inf on example {int(bad[0])} (and {bad.size - 1} "
+                            "more); the model is broken: check its weights and inputs")
     flags += gradient_flags(model.module, x, y, clean["prediction"] == clean["label"], dev)
     rows = sum(len(eps_t) * (len(steps_t) if cls.scales_with_steps else 1) for _, cls in specs)
     run = _Run(model.module, x, y, norm, eps_t, model.metadata.bounds, clean["prediction"] == clean["label"],
                clean["radius"] if certify_first else np.full(len(y), np.nan), batch_size, dev, seed,
                _Ticker(rows * len(y) + check_certificates, progress))
+    settings = attack_settings(model, data, norm=norm, eps=eps_t, attacks=[k for k, _ in specs], steps=steps_t,
+                               restarts=restarts, certify_first=certify_first, cascade=cascade,
+                               certificate=certificate, assume_lipschitz=assume_lipschitz,
+                               check_certificates=check_certificates, seed=seed)
     if resume is not None:
-        _take_resume(run, resume, model, data, specs, steps_t, restarts, plan)
+        _take_resume(run, resume, settings)
         run.tick(rows * run.completed)
     partial, checked = False, 0
     notes += ("cascade: each row is the robust accuracy after that attack and the attacks above it",) \
@@ -326,6 +337,7 @@ def evaluate(
         partial = True
     seconds = time.perf_counter() - start + (resume.seconds if resume is not None else 0.0)
     report = _report(model, data, run, clean, specs, steps_t, restarts, plan, notes, flags, partial, checked, seconds)
+    report = dataclasses.replace(report, settings=settings)
     if report.violations:
         _raise_violation(report)
     return report
@@ -340,30 +352,65 @@ def _run_suite(run: _Run, specs: list[tuple[str, type[Attack]]], steps: tuple[in
     return run
 
 
-def _take_resume(run: _Run, resume: AttackResume, model: LoadedModel, data: Dataset,
-                 specs: list[tuple[str, type[Attack]]], steps: tuple[int, ...], restarts: int,
-                 plan: CertificatePlan | None) -> None:
-    """Check that a partial run had this run's settings, then load its completed chunks into ``run``."""
-    ours = {"model sha256": model.sha256, "data source": data.source, "data split": data.split, "norm": run.norm,
-            "eps": list(run.eps), "attacks": [k for k, _ in specs], "steps": list(steps), "restarts": restarts,
-            "seed": run.seed, "certificate": None if plan is None else plan.certificate}
-    for what, new in ours.items():
+def attack_settings(model: LoadedModel, data: Dataset, *, norm: str, eps: Sequence[float], attacks: Sequence[str],
+                    steps: Sequence[int], restarts: int, certify_first: bool, cascade: bool, certificate: str,
+                    assume_lipschitz: bool, check_certificates: int, seed: int) -> dict[str, Any]:
+    """Everything a resumed attack run must share with the partial one."""
+    return {"command": "attack", "model_sha256": model.sha256, "data_source": data.source,
+            "data_split": data.split, "data_total": len(data), "norm": norm, "eps": [float(e) for e in eps],
+            "attacks": list(attacks), "steps": list(steps), "restarts": restarts,
+            "mode": "cascade" if cascade else "independent", "certify_first": bool(certify_first),
+            "certificate": certificate, "assume_lipschitz": bool(assume_lipschitz),
+            "check_certificates": check_certificates, "seed": seed}
+
+
+def _take_resume(run: _Run, resume: AttackResume, settings: Mapping[str, Any]) -> None:
+    """Check that a partial run had this run's settings and sane rows, then load its completed chunks."""
+    for what, new in settings.items():
         old = resume.settings.get(what)
         if old != new:
-            raise BadInputError(f"--resume: the partial results have {what} {old!r}, this run has {new!r}; "
-                                "resume with the same settings or rerun from scratch")
+            label = what.replace("_", " ")
+            raise BadInputError(f"--resume: the partial results have {label} {short_repr(old, 70)}, this run has "
+                                f"{short_repr(new, 70)}; resume with the same settings or rerun from scratch")
     k = resume.n
     if k > len(run.correct) or (k % ATTACK_CHUNK and k != len(run.correct)):
         raise BadInputError(f"--resume: the partial results hold {k} examples, which is not a run of "
                             f"{len(run.correct)} examples in chunks of {ATTACK_CHUNK}")
     if resume.robust.shape != (k, len(run.eps)) or not np.array_equal(resume.label, run.y[:k].numpy()):
         raise BadInputError("--resume: the partial results' labels or robust records do not match this data")
+    _check_resumed_rows(run, resume, settings)
     run.broken[:, :k] = run.correct[None, :k] & ~resume.robust.T
     run.min_dist[:k] = resume.min_adv_distance
     run.min_attack[:k] = resume.min_adv_attack
     run.results = list(resume.results)
     run.violations = list(resume.violations)
     run.completed = k
+
+
+def _check_resumed_rows(run: _Run, resume: AttackResume, settings: Mapping[str, Any]) -> None:
+    """Rows must be possible: robust only where this model is correct, no adversarial inside a robust ε,
+    distances ≥ 0, attack names from this run, counts within the points."""
+    k = resume.n
+    correct = run.correct[:k]
+    eps = np.asarray(run.eps)
+    dist = resume.min_adv_distance
+    if np.isnan(dist).any() or (dist < 0).any():
+        raise BadInputError("--resume: min_adv_distance holds a negative or NaN distance; the file was edited")
+    if (resume.robust & ~correct[:, None]).any():
+        i = int(np.flatnonzero((resume.robust & ~correct[:, None]).any(axis=1))[0])
+        raise BadInputError(f"--resume: row {i} is marked robust but this model misclassifies it; "
+                            "the partial is from another run or was edited")
+    if (resume.robust & (dist[:, None] <= eps[None, :])).any():
+        raise BadInputError("--resume: a row is marked robust at an ε above its adversarial distance; "
+                            "the file was edited")
+    names = set(settings["attacks"]) | {"", "clean"}
+    if any(a not in names for a in resume.min_adv_attack):
+        raise BadInputError("--resume: min_adv_attack names an attack this run does not run; the file was edited")
+    for r in resume.results:
+        if (r.attack not in settings["attacks"] or r.eps not in run.eps
+                or not 0 <= r.successes <= r.attacked <= k or not 0 <= r.robust_count <= k):
+            raise BadInputError(f"--resume: result row {short_repr(r.attack, 30)} at eps {r.eps:g} is not one this "
+                                "run could have written; the file was edited")
 
 
 def _check_args(norm: str, steps: Sequence[int], restarts: int, check: int, batch_size: int) -> tuple[int, ...]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from certify.errors import BadInputError
+from certify.errors import BadInputError, short_repr
 
 from .evaluate import AttackResult, Violation
 
@@ -41,8 +41,14 @@ def resume_state(results: dict[str, Any]) -> AttackResume:
     if not isinstance(pe, dict) or "robust" not in pe:
         raise BadInputError("--resume: the JSON has no per_example records with 'robust' to resume from "
                             "(write it with --json from an interrupted run)")
+    if not isinstance(results.get("settings"), dict):
+        raise BadInputError("--resume: the JSON has no 'settings' block (written by an older lipcert?); rerun")
     try:
         n = int(results["data"]["n"])
+        if not 0 <= n <= 10**9:
+            raise ValueError(f"data.n {n} out of range")
+        if pe.get("index") != list(range(n)):
+            raise ValueError("per_example 'index' must be 0, 1, 2, … n-1 in order")
         eps = [float(e) for e in results["eps"]]
         robust = np.asarray(pe["robust"], dtype=bool).reshape(n, len(eps))
         dist = np.array([math.inf if d is None else float(d) for d in pe["min_adv_distance"]], dtype=np.float64)
@@ -52,19 +58,16 @@ def resume_state(results: dict[str, Any]) -> AttackResume:
             results=tuple(_row(r, n) for r in results["results"]) if n else (),
             violations=tuple(Violation(**v) for v in results.get("violations") or ()),
             seconds=float(results.get("seconds") or 0.0))
-    except (KeyError, TypeError, ValueError) as err:
-        raise BadInputError(f"--resume: the partial results are incomplete ({type(err).__name__}: {err})") from err
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
+        raise BadInputError(f"--resume: the partial results are incomplete or malformed "
+                            f"({type(err).__name__}: {short_repr(str(err), 100)[1:-1]})") from err
     if not (len(state.label) == len(dist) == len(state.min_adv_attack) == n):
         raise BadInputError(f"--resume: per_example records do not all have the {n} examples of data.n")
     return state
 
 
 def _settings(results: dict[str, Any]) -> dict[str, Any]:
-    model, data = results.get("model") or {}, results.get("data") or {}
-    return {"model sha256": model.get("sha256"), "data source": data.get("source"), "data split": data.get("split"),
-            "norm": results.get("norm"), "eps": results.get("eps"), "attacks": results.get("attacks"),
-            "steps": results.get("steps"), "restarts": results.get("restarts"), "seed": results.get("seed"),
-            "certificate": results.get("certificate")}
+    return dict(results["settings"])
 
 
 def _row(r: dict[str, Any], n: int) -> AttackResult:

@@ -97,6 +97,10 @@ def per_example_from_json(certify_pe: Mapping[str, Any] | None,
     dist = None
     if attack_pe is not None and attack_pe.get("min_adv_distance") is not None:
         dist = np.nan_to_num(_array(attack_pe["min_adv_distance"], "min_adv_distance", n), nan=np.inf, posinf=np.inf)
+    for k in ("label", "prediction"):
+        v = fields[k]
+        if not (np.isfinite(v).all() and (v == np.round(v)).all() and (np.abs(v) < 2**31).all()):
+            raise BadInputError(f"per_example.{k} must hold class indices (integers); the results were edited")
     return PerExample(fields["label"].astype(np.int64), fields["prediction"].astype(np.int64),
                       fields["gap"], fields["margin"], radius, dist)
 

@@ -8,10 +8,12 @@ frozen :class:`CertifyReport`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +22,7 @@ from . import __version__
 from .checkpoint import LoadedModel
 from .data import Dataset, ProgressFn, check_against_model
 from .defaults import DEFAULT_BATCH_SIZE
-from .errors import BadInputError, LipschitzUnverifiedError, RuntimeFailure
+from .errors import BadInputError, LipschitzUnverifiedError, RuntimeFailure, short_repr
 from .device import certificate_precision, is_out_of_memory, smaller_batch
 from .flags import Flag, check_outputs, check_training_mode
 from .margins import (
@@ -130,10 +132,31 @@ class CertifyReport:
     partial: bool
     seed: int | None
     seconds: float
+    #: what a ``--resume`` must match (see :func:`certify_settings`)
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
         return len(self.examples)
+
+
+@dataclass(frozen=True)
+class CertifyResume:
+    """A partial certify run: its settings block and its per-example rows (checked, then recomputed)."""
+
+    settings: Mapping[str, Any]
+    examples: Examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def certify_settings(model: LoadedModel, data: Dataset, *, norm: str, eps: Sequence[float], certificate: str,
+                     lipschitz_constant: float | None, assume_lipschitz: bool, seed: int | None) -> dict[str, Any]:
+    """Everything a resumed certify run must share with the partial one."""
+    return {"command": "certify", "model_sha256": model.sha256, "data_source": data.source, "data_split": data.split,
+            "data_total": len(data), "norm": norm, "eps": [float(e) for e in eps], "certificate": certificate,
+            "lipschitz_constant": lipschitz_constant, "assume_lipschitz": bool(assume_lipschitz), "seed": seed}
 
 
 # --------------------------------------------------------------------------- planning
@@ -148,6 +171,14 @@ def _claim_certificate(claim, norm: str) -> str | None:  # type: ignore[no-untyp
     if claim.kind == "vector" and norm == "l2":
         return "l2-single"
     return "l2-multi"
+
+
+def resolved_certificate(model: LoadedModel, norm: str, certificate: str) -> str:
+    """The rule ``certificate`` stands for on this model: ``auto`` becomes the declared claim's rule,
+    or stays ``auto`` (pairwise bounds from the weights, where a given constant cannot apply)."""
+    if certificate != "auto":
+        return certificate
+    return _claim_certificate(model.metadata.lipschitz, norm) or "auto"
 
 
 def plan_certificate(
@@ -296,15 +327,21 @@ def certify(
     device: torch.device | str = "cpu",
     seed: int | None = None,
     progress: ProgressFn | None = None,
-    resume: Examples | None = None,
+    resume: CertifyResume | None = None,
 ) -> CertifyReport:
     """Certify every example of ``data``; see :class:`CertifyReport`.
 
     A ``KeyboardInterrupt`` stops the run and returns what was done, with
-    ``partial=True``.  ``resume`` (the examples of a partial report on the
-    same model and data) skips the examples already done.
+    ``partial=True``.  ``resume`` (:func:`resume_examples` of a partial run) is
+    verified, not trusted: its settings must equal this run's, and its rows are
+    recomputed and must agree with it (a certify pass is one forward pass, so
+    the only thing a resume saves is nothing; what it gives is a checked partial).
     """
     eps_t = parse_eps(list(eps))
+    settings = certify_settings(model, data, norm=norm, eps=eps_t, certificate=certificate,
+                                lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz, seed=seed)
+    if resume is not None:
+        check_resume_settings(resume.settings, settings)
     device = torch.device(device)
     start = time.perf_counter()
     meta = model.metadata
@@ -312,20 +349,58 @@ def certify(
     num_classes, flags = model_num_classes(model, data, device)
     check_against_model(data, meta.input_shape, meta.bounds, num_classes)
     input_dim = int(np.prod(data.input_shape))
-    done = len(resume) if resume is not None else 0
+    done = 0
     plan = plan_certificate(model, norm=norm, certificate=certificate, lipschitz_constant=lipschitz_constant,
                             assume_lipschitz=assume_lipschitz, input_dim=input_dim,
                             input_shape=data.input_shape, batch_sizes=batch_sizes_for(len(data), batch_size, done))
     if not plan.lipschitz_verified:
         flags.append(Flag("lipschitz-assumed", f"certificate {plan.certificate} rests on a {plan.basis} "
                                                f"Lipschitz property: {plan.reason}"))
-    if done > len(data):
-        raise BadInputError(f"--resume: the partial results hold {done} examples but the data has {len(data)}")
     cols, partial = _run_batches(model, data, plan, batch_size, device, progress, start=done)
     examples = Examples(**{k: v.cpu().numpy() for k, v in cols.items()})
+    check_finite_logits(examples)
     if resume is not None:
-        examples = concat_examples(resume, examples)
-    return _summarise(model, data, norm, plan, eps_t, examples, flags, partial, seed, time.perf_counter() - start)
+        check_resumed_rows(resume.examples, examples)
+    report = _summarise(model, data, norm, plan, eps_t, examples, flags, partial, seed, time.perf_counter() - start)
+    return dataclasses.replace(report, settings=settings)
+
+
+def check_resume_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Refuse a partial whose settings block differs from this run's (exit 2, naming the first difference)."""
+    for key, value in new.items():
+        if old.get(key) != value:
+            label = key.replace("_", " ")
+            raise BadInputError(f"--resume: the partial results have {label} {short_repr(old.get(key), 70)}, "
+                                f"this run has {short_repr(value, 70)}; resume with the same settings or rerun")
+
+
+def check_resumed_rows(old: Examples, new: Examples) -> None:
+    """The partial's rows must be the ones this run recomputes (index order, labels, predictions, radii)."""
+    n = min(len(old), len(new))  # a resumed run may itself be interrupted before it catches up
+    for name in ("index", "label", "prediction"):
+        a, b = getattr(old, name)[:n], getattr(new, name)[:n]
+        bad = np.flatnonzero(a != b)
+        if bad.size:
+            i = int(bad[0])
+            raise BadInputError(f"--resume: row {i} of the partial results has {name} {int(a[i])}, but this model "
+                                f"and data give {int(b[i])}; the partial is from another run or was edited")
+    for name in ("gap", "margin", "radius"):
+        a, b = getattr(old, name)[:n], getattr(new, name)[:n]
+        same = np.isclose(a, b, rtol=1e-5, atol=1e-6) | ((a == b) & np.isinf(a))
+        bad = np.flatnonzero(~same)
+        if bad.size:
+            i = int(bad[0])
+            raise BadInputError(f"--resume: row {i} of the partial results has {name} {a[i]:.6g}, but recomputing "
+                                f"it gives {b[i]:.6g}; the partial is from another run or was edited")
+
+
+def check_finite_logits(ex: Examples) -> None:
+    """NaN or Inf logits are a broken model, not a result: name the first bad example."""
+    bad = np.flatnonzero(~(np.isfinite(ex.gap) & np.isfinite(ex.margin)))
+    if bad.size:
+        i = int(ex.index[bad[0]])
+        raise BadInputError(f"the model's logits are NaN or Inf on example {i} (and {bad.size - 1} more); "
+                            "the model is broken: check its weights and inputs")
 
 
 def concat_examples(a: Examples, b: Examples) -> Examples:
@@ -394,23 +469,50 @@ def _summarise(model: LoadedModel, data: Dataset, norm: str, plan: CertificatePl
     )
 
 
-def resume_examples(results: dict, model: LoadedModel, data: Dataset, norm: str) -> Examples:
-    """The examples of a partial certify JSON, after checking it belongs to this run."""
-    if results.get("command") != "certify":
+def resume_examples(results: dict, model: LoadedModel, data: Dataset, norm: str) -> CertifyResume:
+    """A partial certify JSON, read and shape-checked (its settings and rows are checked by :func:`certify`)."""
+    if not isinstance(results, dict) or results.get("command") != "certify":
         raise BadInputError("--resume expects the JSON of a partial 'lipcert certify' run")
-    checks = (("model sha256", results.get("model", {}).get("sha256"), model.sha256),
-              ("data source", results.get("data", {}).get("source"), data.source),
-              ("data split", results.get("data", {}).get("split"), data.split),
-              ("norm", results.get("norm"), norm))
-    for what, old, new in checks:
-        if old != new:
-            raise BadInputError(f"--resume: the partial results have {what} {old!r}, this run has {new!r}")
+    model_info = results.get("model") if isinstance(results.get("model"), dict) else {}
+    if model_info.get("sha256") != model.sha256:
+        raise BadInputError(f"--resume: the partial results have model sha256 {short_repr(model_info.get('sha256'))}, "
+                            f"this run has {model.sha256!r}")
+    settings = results.get("settings")
+    if not isinstance(settings, dict):
+        raise BadInputError("--resume: the JSON has no 'settings' block (written by an older lipcert?); rerun")
     pe = results.get("per_example")
     if not isinstance(pe, dict):
         raise BadInputError("--resume: the JSON has no per_example records to resume from")
+    return CertifyResume(settings=settings, examples=_read_rows(pe, len(data)))
+
+
+def _read_rows(pe: dict, total: int) -> Examples:
+    """Per-example columns: all present, one-dimensional, of one length, finite where they must be."""
     dtypes = {"index": np.int64, "label": np.int64, "prediction": np.int64}
-    try:
-        return Examples(**{k: np.asarray(pe[k], dtype=dtypes.get(k, np.float64))
-                           for k in ("index", "label", "prediction", "gap", "margin", "radius")})
-    except (KeyError, TypeError, ValueError) as err:
-        raise BadInputError(f"--resume: per_example records are incomplete ({err})") from err
+    cols = {}
+    for k in ("index", "label", "prediction", "gap", "margin", "radius"):
+        value = pe.get(k)
+        if not isinstance(value, list):
+            raise BadInputError(f"--resume: per_example {k!r} must be a list, got {short_repr(value)}")
+        try:
+            arr = np.array([np.inf if v is None and k == "radius" else v for v in value], dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise BadInputError(f"--resume: per_example {k!r} must hold numbers only") from None
+        if arr.ndim != 1:
+            raise BadInputError(f"--resume: per_example {k!r} must be a flat list of numbers")
+        if k in dtypes:
+            if not (np.isfinite(arr).all() and (arr == np.round(arr)).all() and (np.abs(arr) < 2**53).all()):
+                raise BadInputError(f"--resume: per_example {k!r} must hold integers")
+            arr = arr.astype(dtypes[k])
+        cols[k] = arr
+    lengths = {k: len(v) for k, v in cols.items()}
+    if len(set(lengths.values())) != 1:
+        raise BadInputError(f"--resume: per_example lists have different lengths {lengths}; the file is damaged")
+    n = lengths["index"]
+    if n > total:
+        raise BadInputError(f"--resume: the partial results hold {n} examples but the data has {total}")
+    if not np.array_equal(cols["index"], np.arange(n)):
+        raise BadInputError("--resume: per_example 'index' must be 0, 1, 2, … in order; the file was edited")
+    if (cols["radius"] < 0).any() or np.isnan(cols["radius"]).any():
+        raise BadInputError("--resume: per_example 'radius' holds a negative or NaN radius; the file was edited")
+    return Examples(**cols)

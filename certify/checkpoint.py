@@ -21,15 +21,18 @@ here, so that ε is always measured on the raw input.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
 import io
 import json
+import math
 import os
 import struct
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,7 +40,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .errors import BadInputError, UnsafeCheckpointError
+from .errors import BadInputError, UnsafeCheckpointError, short_repr
 
 METADATA_FILE = "lipcert.json"
 STATE_DICT_FORMAT_KEY = "lipcert_format"
@@ -101,16 +104,42 @@ class ModelMetadata:
                 f"model metadata: unknown keys {unknown}; valid keys are {sorted(known)}"
             )
         kw: dict[str, Any] = dict(raw)
-        for key in ("input_shape", "bounds", "mean", "std", "class_names"):
-            if kw.get(key) is not None:
-                kw[key] = tuple(kw[key])
-        if kw.get("lipschitz") is not None:
-            kw["lipschitz"] = LipschitzClaim(**kw["lipschitz"])
-        meta = cls(**kw)
-        lo, hi = meta.bounds
-        if not lo < hi:
-            raise BadInputError(f"model metadata: expected bounds [lo, hi] with lo < hi, got {meta.bounds}")
+        try:
+            for key in ("input_shape", "bounds", "mean", "std", "class_names"):
+                if kw.get(key) is not None:
+                    if not isinstance(kw[key], (list, tuple)):
+                        raise TypeError(f"'{key}' must be a list, got {short_repr(kw[key], 40)}")
+                    kw[key] = tuple(kw[key])
+            if kw.get("lipschitz") is not None:
+                if not isinstance(kw["lipschitz"], Mapping):
+                    raise TypeError(f"'lipschitz' must be an object, got {short_repr(kw['lipschitz'], 40)}")
+                kw["lipschitz"] = LipschitzClaim(**kw["lipschitz"])
+            meta = cls(**kw)
+            _check_metadata(meta)
+        except (TypeError, ValueError) as err:
+            if isinstance(err, BadInputError):
+                raise
+            raise BadInputError(f"model metadata: {short_repr(str(err), 120)[1:-1]}; fix the checkpoint's "
+                                "lipcert.json or pass --arch with a spec that sets metadata") from err
         return meta
+
+
+def _check_metadata(meta: ModelMetadata) -> None:
+    """Types and ranges of metadata read from a file."""
+    def numbers(values: Any) -> bool:
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+    if meta.input_shape is not None and not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**20
+                                                for v in meta.input_shape):
+        raise BadInputError(f"model metadata: input_shape must be positive integers, got {short_repr(meta.input_shape)}")
+    if len(meta.bounds) != 2 or not numbers(meta.bounds) or not meta.bounds[0] < meta.bounds[1]:
+        raise BadInputError(f"model metadata: expected bounds [lo, hi] with lo < hi, got {short_repr(meta.bounds)}")
+    for key in ("mean", "std"):
+        value = getattr(meta, key)
+        if value is not None and not numbers(value):
+            raise BadInputError(f"model metadata: {key} must be finite numbers, got {short_repr(value)}")
+    if meta.num_classes is not None and not (isinstance(meta.num_classes, int) and 0 < meta.num_classes < 2**31):
+        raise BadInputError(f"model metadata: num_classes must be a positive integer, got {short_repr(meta.num_classes)}")
 
 
 @dataclass(frozen=True)
@@ -212,25 +241,52 @@ def _looks_like_onnx(p: Path) -> bool:
     return head[:1] == b"\x08" and len(head) == 2 and head[1] < 0x20
 
 
-def resolve_class(spec: str) -> type[nn.Module]:
-    """Import ``package.module:Class`` (the user names the code to run)."""
-    if ":" not in spec:
-        raise BadInputError(f"architecture: expected 'module:Class', got {spec!r}")
+#: Modules whose nn.Module classes a *file* may name as its architecture.  Other
+#: modules must be named by the user (``trusted_modules`` / ``--trust-module``).
+BUILTIN_ARCH_MODULES = ("certify.models", "certify.layers")
+
+
+def resolve_class(spec: str, *, trusted_modules: tuple[str, ...] | None = None) -> type[nn.Module]:
+    """Import ``package.module:Class``, which must be an ``nn.Module`` subclass.
+
+    ``trusted_modules=None``: the user named the class (``--arch``), any module may be
+    imported.  Otherwise the spec came from a file and may only name a module in
+    :data:`BUILTIN_ARCH_MODULES` or in ``trusted_modules``: nothing else is imported.
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        raise BadInputError(f"architecture: expected 'module:Class', got {short_repr(spec)}")
     mod_name, _, cls_name = spec.partition(":")
+    if trusted_modules is not None and mod_name not in BUILTIN_ARCH_MODULES + tuple(trusted_modules):
+        raise UnsafeCheckpointError(
+            f"the checkpoint names architecture {short_repr(spec)}, outside lipcert's own models "
+            f"({', '.join(BUILTIN_ARCH_MODULES)}); lipcert imports nothing a file names. If you trust that "
+            f"code, pass --trust-module {short_repr(mod_name, 40)[1:-1]} or --arch {short_repr(spec, 60)[1:-1]}"
+        )
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as err:
         raise BadInputError(
             f"architecture: cannot import module {mod_name!r} ({err}); is it on PYTHONPATH?"
         ) from err
+    except Exception as err:  # a module that fails while importing
+        raise BadInputError(f"architecture: importing {mod_name!r} failed ({_short(err)})") from err
     obj: Any = mod
     for part in cls_name.split("."):
-        if not hasattr(obj, part):
-            raise BadInputError(f"architecture: {mod_name!r} has no attribute {cls_name!r}")
+        if not part or part.startswith("__") or not hasattr(obj, part):
+            raise BadInputError(f"architecture: {mod_name!r} has no attribute {short_repr(cls_name, 60)}")
         obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, nn.Module)) and not callable(obj):
-        raise BadInputError(f"architecture: {spec!r} is not an nn.Module class or factory")
+    if mod_name == "certify.models" and obj in _family_builders():
+        return obj  # lipcert's own family builders (functions returning an nn.Module)
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise BadInputError(f"architecture: {short_repr(spec)} is not an nn.Module subclass; "
+                            "name a class like mypkg.nets:Net")
     return obj
+
+
+def _family_builders() -> list[Any]:
+    from .models import FAMILIES
+
+    return [b for fam in FAMILIES.values() for b in fam.builders.values()]
 
 
 @dataclass(frozen=True)
@@ -242,16 +298,25 @@ class Architecture:
     layers: tuple[Any, ...] | None = None  #: a sequential spec from YAML
     metadata: Mapping[str, Any] | None = None
 
-    def build(self) -> nn.Module:
-        if self.layers is not None:
-            return _build_sequential(self.layers)
-        if self.cls is None:
-            raise BadInputError("architecture: give 'class: module:Class' or 'layers: [...]'")
-        factory = resolve_class(self.cls)
-        try:
-            return factory(**dict(self.kwargs))
-        except TypeError as err:
-            raise BadInputError(f"architecture {self.cls}: bad keyword arguments ({err})") from err
+    #: None: named by the user; a tuple: named by a file, so only lipcert's own
+    #: modules and these may be imported (see :func:`resolve_class`).
+    trusted_modules: tuple[str, ...] | None = None
+
+    def build(self, device: str | torch.device | None = None) -> nn.Module:
+        """Build the module (on ``device``; ``"meta"`` allocates nothing)."""
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            if self.layers is not None:
+                return _build_sequential(self.layers)
+            if self.cls is None:
+                raise BadInputError("architecture: give 'class: module:Class' or 'layers: [...]'")
+            if not isinstance(self.kwargs, Mapping) or not all(isinstance(k, str) for k in self.kwargs):
+                raise BadInputError(f"architecture {short_repr(self.cls)}: kwargs must be a mapping of names")
+            factory = resolve_class(self.cls, trusted_modules=self.trusted_modules)
+            try:
+                return factory(**dict(self.kwargs))
+            except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+                raise BadInputError(f"architecture {short_repr(self.cls)}: bad keyword arguments "
+                                    f"({_short(err)})") from err
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -276,7 +341,7 @@ def _build_sequential(layers: tuple[Any, ...]) -> nn.Module:
         elif isinstance(item, Mapping) and len(item) == 1:
             ((name, args),) = item.items()
         else:
-            raise BadInputError(f"model spec: layers[{i}] must be 'Name' or {{Name: args}}, got {item!r}")
+            raise BadInputError(f"model spec: layers[{i}] must be 'Name' or {{Name: args}}, got {short_repr(item)}")
         cls = _layer_class(name, i)
         try:
             if isinstance(args, Mapping):
@@ -285,21 +350,20 @@ def _build_sequential(layers: tuple[Any, ...]) -> nn.Module:
                 mods.append(cls(*args))
             else:
                 mods.append(cls(args))
-        except TypeError as err:
-            raise BadInputError(f"model spec: layers[{i}] {name}: {err}") from err
+        except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+            raise BadInputError(f"model spec: layers[{i}] {name}: {_short(err)}") from err
     return nn.Sequential(*mods)
 
 
-def _layer_class(name: str, i: int) -> Any:
-    if hasattr(nn, name):
-        return getattr(nn, name)
-    try:
-        layers_mod = importlib.import_module("certify.layers")
-        if hasattr(layers_mod, name):
-            return getattr(layers_mod, name)
-    except ImportError:
-        pass
-    raise BadInputError(f"model spec: layers[{i}]: unknown layer {name!r} (torch.nn or certify.layers)")
+def _layer_class(name: Any, i: int) -> Any:
+    from . import layers as layers_mod
+
+    for mod in (nn, layers_mod):
+        obj = getattr(mod, name, None) if isinstance(name, str) and not name.startswith("_") else None
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            return obj
+    raise BadInputError(f"model spec: layers[{i}]: unknown layer {short_repr(name)} "
+                        "(an nn.Module class of torch.nn or certify.layers)")
 
 
 def load_architecture(spec: str | os.PathLike[str] | None, kwargs: Mapping[str, Any] | None = None) -> Architecture | None:
@@ -334,29 +398,36 @@ def load_model(
     *,
     arch: Architecture | None = None,
     trust_checkpoint: bool = False,
+    trusted_modules: tuple[str, ...] = (),
     metadata_overrides: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
 ) -> LoadedModel:
-    """Load a checkpoint safely (see the module docs for formats).
+    """Load a checkpoint safely (see the module docs for formats and docs/security.md).
 
     Raises :class:`BadInputError` for anything unusable and
-    :class:`UnsafeCheckpointError` for a pickle when ``trust_checkpoint`` is
-    False.
+    :class:`UnsafeCheckpointError` for anything that could run code when
+    ``trust_checkpoint`` is False.  An architecture named *inside* the file may
+    only come from lipcert's own modules or ``trusted_modules``.
     """
     p = _check_file(path)
     fmt = detect_format(p)
     exported = None
     meta_raw: dict[str, Any] = {}
+    file_trust = None if trust_checkpoint else tuple(trusted_modules)
     if fmt == "torch.export":
-        module, meta_raw, exported = _load_export(p)
+        module, meta_raw, exported = _load_export(p, trust_checkpoint)
     elif fmt == "torchscript":
+        check_zip_integrity(p)
         module, meta_raw = _load_torchscript(p)
     elif fmt == "safetensors":
-        module, meta_raw = _load_safetensors(p, arch)
+        module, meta_raw = _load_safetensors(p, arch, file_trust)
     elif fmt == "onnx":
         module = _load_onnx(p)
     else:
-        module, meta_raw, fmt = _load_torch_save(p, arch, trust_checkpoint)
+        if zipfile.is_zipfile(p):
+            check_zip_integrity(p)
+        module, meta_raw, fmt = _load_torch_save(p, arch, trust_checkpoint, file_trust)
+    check_finite_weights(module, str(p))
     if arch is not None and arch.metadata:
         meta_raw = {**meta_raw, **dict(arch.metadata)}
     if metadata_overrides:
@@ -412,11 +483,39 @@ def _read_meta_json(raw: str, where: str) -> dict[str, Any]:
     return data
 
 
-def _load_export(p: Path) -> tuple[nn.Module, dict[str, Any], Any]:
+def check_zip_integrity(p: Path) -> None:
+    """Every member of a zip checkpoint must pass its CRC check (torch's reader does not check)."""
+    try:
+        with zipfile.ZipFile(p) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error) as err:
+        raise BadInputError(f"checkpoint {str(p)!r} is a damaged zip archive ({_short(err)}); re-save it") from err
+    if bad is not None:
+        raise BadInputError(f"checkpoint {str(p)!r}: member {short_repr(bad, 80)} fails its CRC check; "
+                            "the file is damaged, copy or re-save it")
+
+
+def check_finite_weights(module: nn.Module, where: str) -> None:
+    """Refuse NaN or Inf in any parameter or buffer, naming the first bad tensor."""
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t.is_floating_point() and t.device.type != "meta" and not torch.isfinite(t).all():
+            raise BadInputError(f"checkpoint {where!r}: tensor {name!r} has NaN or Inf values; "
+                                "the model is broken, retrain or re-save it")
+
+
+def _load_export(p: Path, trust: bool) -> tuple[nn.Module, dict[str, Any], Any]:
+    from .safe_export import load_archive
+
     extra = {METADATA_FILE: ""}
     try:
-        ep = torch.export.load(str(p), extra_files=extra)
+        ep = load_archive(p, extra, trust=trust)
+    except BadInputError:
+        raise
     except Exception as err:  # damaged archives raise many types
+        if _is_unpickling_refusal(err) or "disabled while loading" in str(err):
+            raise UnsafeCheckpointError(
+                f"torch.export archive {str(p)!r} holds a pickle the safe loader refuses (it could run code); "
+                "re-export the model, or pass --trust-checkpoint if you trust its source") from None
         raise BadInputError(f"cannot read torch.export program {str(p)!r}: {_short(err)}") from err
     return ep.module(), _read_meta_json(extra[METADATA_FILE], str(p)), ep
 
@@ -432,7 +531,8 @@ def _load_torchscript(p: Path) -> tuple[nn.Module, dict[str, Any]]:
     return module, _read_meta_json(extra[METADATA_FILE], str(p))
 
 
-def _load_torch_save(p: Path, arch: Architecture | None, trust: bool) -> tuple[nn.Module, dict[str, Any], str]:
+def _load_torch_save(p: Path, arch: Architecture | None, trust: bool,
+                     file_trust: tuple[str, ...] | None) -> tuple[nn.Module, dict[str, Any], str]:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as err:
@@ -447,7 +547,7 @@ def _load_torch_save(p: Path, arch: Architecture | None, trust: bool) -> tuple[n
         obj = torch.load(str(p), map_location="cpu", weights_only=False)  # user opted in
         if isinstance(obj, nn.Module):
             return obj, {}, "pickle"
-    return _module_from_state(obj, arch, str(p)) + ("state_dict",)
+    return _module_from_state(obj, arch, str(p), file_trust) + ("state_dict",)
 
 
 def _is_unpickling_refusal(err: Exception) -> bool:
@@ -456,14 +556,31 @@ def _is_unpickling_refusal(err: Exception) -> bool:
     return isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in str(err)
 
 
-def _module_from_state(obj: Any, arch: Architecture | None, where: str) -> tuple[nn.Module, dict[str, Any]]:
+def _file_architecture(a: Any, where: str, file_trust: tuple[str, ...] | None) -> Architecture:
+    """The architecture a checkpoint names for itself (untrusted unless ``file_trust`` is None)."""
+    if not isinstance(a, Mapping) or set(a) - {"class", "kwargs", "layers"}:
+        raise BadInputError(f"checkpoint {where!r}: its architecture must be an object with 'class' and "
+                            f"'kwargs' or 'layers', got {short_repr(a)}; pass --arch instead")
+    layers = a.get("layers")
+    if layers is not None and not isinstance(layers, (list, tuple)):
+        raise BadInputError(f"checkpoint {where!r}: architecture 'layers' must be a list, got {short_repr(layers)}")
+    kwargs = a.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise BadInputError(f"checkpoint {where!r}: architecture 'kwargs' must be an object, got {short_repr(kwargs)}")
+    return Architecture(cls=a.get("class"), kwargs=kwargs, layers=tuple(layers) if layers else None,
+                        trusted_modules=file_trust)
+
+
+def _module_from_state(obj: Any, arch: Architecture | None, where: str,
+                       file_trust: tuple[str, ...] | None = ()) -> tuple[nn.Module, dict[str, Any]]:
     meta: dict[str, Any] = {}
     if isinstance(obj, Mapping) and STATE_DICT_FORMAT_KEY in obj:
-        meta = dict(obj.get("metadata") or {})
+        meta = obj.get("metadata") or {}
+        if not isinstance(meta, Mapping):
+            raise BadInputError(f"checkpoint {where!r}: 'metadata' must be an object, got {short_repr(meta)}")
+        meta = dict(meta)
         if arch is None and obj.get("architecture"):
-            a = obj["architecture"]
-            arch = Architecture(cls=a.get("class"), kwargs=a.get("kwargs") or {},
-                                layers=tuple(a["layers"]) if a.get("layers") else None)
+            arch = _file_architecture(obj["architecture"], where, file_trust)
         state = obj.get("state_dict")
     else:
         state = obj
@@ -474,9 +591,29 @@ def _module_from_state(obj: Any, arch: Architecture | None, where: str) -> tuple
             f"checkpoint {where!r} is a state_dict without an architecture; pass --arch module:Class "
             "(with --arch-kwargs) or --arch spec.yaml"
         )
-    module = arch.build()
+    module = _build_checked(arch, state, where)
     _load_state(module, state, where)
     return module, meta
+
+
+def _build_checked(arch: Architecture, state: Mapping[str, torch.Tensor], where: str) -> nn.Module:
+    """Build on the meta device first and compare shapes, so a hostile size allocates nothing."""
+    try:
+        meta_module = arch.build("meta")
+    except NotImplementedError as err:  # an __init__ that computes on its weights: no meta check possible
+        if arch.trusted_modules is not None:  # named by the file: do not allocate unchecked sizes
+            raise BadInputError(f"checkpoint {where!r}: its architecture cannot be checked on the meta device "
+                                f"({_short(err)}); pass --arch to name it yourself") from err
+        return arch.build()
+    expected = {k: tuple(v.shape) for k, v in meta_module.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        diff = sorted(set(expected) ^ set(got)) or [k for k in expected if expected[k] != got[k]]
+        name = diff[0]
+        raise BadInputError(
+            f"checkpoint {where!r} does not match the architecture: tensor {short_repr(name, 60)} is "
+            f"{got.get(name, 'missing')} in the file and {expected.get(name, 'absent')} in the architecture")
+    return arch.build()
 
 
 def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
@@ -493,7 +630,8 @@ def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], where: str
         ) from err
 
 
-def _load_safetensors(p: Path, arch: Architecture | None) -> tuple[nn.Module, dict[str, Any]]:
+def _load_safetensors(p: Path, arch: Architecture | None,
+                      file_trust: tuple[str, ...] | None) -> tuple[nn.Module, dict[str, Any]]:
     try:
         from safetensors import safe_open
     except ImportError as err:
@@ -506,14 +644,17 @@ def _load_safetensors(p: Path, arch: Architecture | None) -> tuple[nn.Module, di
         raise BadInputError(f"cannot read safetensors file {str(p)!r}: {_short(err)}") from err
     meta = _read_meta_json(raw_meta.get(METADATA_FILE, ""), str(p))
     if arch is None and raw_meta.get("lipcert_architecture"):
-        a = json.loads(raw_meta["lipcert_architecture"])
-        arch = Architecture(cls=a.get("class"), kwargs=a.get("kwargs") or {},
-                            layers=tuple(a["layers"]) if a.get("layers") else None)
+        try:
+            a = json.loads(raw_meta["lipcert_architecture"])
+        except (json.JSONDecodeError, TypeError) as err:
+            raise BadInputError(f"safetensors file {str(p)!r}: header 'lipcert_architecture' is not valid JSON "
+                                f"({err}); pass --arch instead") from err
+        arch = _file_architecture(a, str(p), file_trust)
     if arch is None:
         raise BadInputError(
             f"safetensors file {str(p)!r} has no architecture; pass --arch module:Class or --arch spec.yaml"
         )
-    module = arch.build()
+    module = _build_checked(arch, state, str(p))
     _load_state(module, state, str(p))
     return module, meta
 

@@ -29,6 +29,7 @@ from .defaults import (
     DEFAULT_SEED,
     DEFAULT_SPLIT,
     PROGRESS_MIN_EXAMPLES,
+    SEED_MAX,
 )
 from .errors import EXIT_RUNTIME, LipcertError
 
@@ -120,6 +121,11 @@ def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool
     return value
 
 
+def _set_trust_modules(ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    ctx.meta["lipcert.trust_modules"] = tuple(value)
+    return value
+
+
 #: MODEL argument plus how to load it.
 model_options = option_group(
     click.argument("model", type=click.Path(dir_okay=True)),
@@ -127,7 +133,11 @@ model_options = option_group(
                                 "module:Class or a YAML model spec."),
     click.option("--arch-kwargs", default=None, help="JSON keyword arguments for --arch module:Class."),
     click.option("--trust-checkpoint", is_flag=True,
-                 help="Allow arbitrary pickles (they can run code; only for files you trust)."),
+                 help="Allow arbitrary pickles, pickled or non-aten torch.export members and any architecture "
+                      "the file names (they can run code; only for files you trust). See docs/security.md."),
+    click.option("--trust-module", "trust_modules", multiple=True, expose_value=False, callback=_set_trust_modules,
+                 help="A Python module whose nn.Module classes a checkpoint may name as its architecture "
+                      "(besides certify.models and certify.layers); repeatable."),
 )
 
 
@@ -144,7 +154,7 @@ data_options = option_group(
 
 run_options = option_group(
     click.option("--device", default=DEFAULT_DEVICE, show_default=True, help="auto, cpu or cuda."),
-    click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True),
+    click.option("--seed", type=click.IntRange(0, SEED_MAX), default=DEFAULT_SEED, show_default=True),
     click.option("--json", "json_path", default=None, help="Write JSON results here ('-' for stdout)."),
     click.option("--quiet", "-q", is_flag=True, help="No table or progress bar."),
     click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
@@ -170,7 +180,10 @@ def load_model_from_options(model: str, arch: str | None, arch_kwargs: str | Non
     from .checkpoint import load_architecture, load_model
 
     architecture = load_architecture(arch, parse_kwargs_json(arch_kwargs))
-    return load_model(model, arch=architecture, trust_checkpoint=trust_checkpoint, device=device)
+    ctx = click.get_current_context(silent=True)
+    trusted = ctx.meta.get("lipcert.trust_modules", ()) if ctx is not None else ()
+    return load_model(model, arch=architecture, trust_checkpoint=trust_checkpoint, trusted_modules=trusted,
+                      device=device)
 
 
 def load_data_from_options(loaded: Any, data_source: str | None, data_root: str | None, split: str,
@@ -212,7 +225,8 @@ def progress_bar(description: str, total: int, quiet: bool) -> Iterator[Callable
         yield update
 
 
-def emit_json(data: dict[str, Any], path: str | None) -> None:
+def emit_json(data: dict[str, Any], path: str | None, out: Any = None) -> None:
+    """JSON to stdout (``-``), into an :class:`certify.io.OutputSet` (``out``) or atomically to ``path``."""
     from .io import write_text_atomic
     from .render import dumps
 
@@ -221,8 +235,21 @@ def emit_json(data: dict[str, Any], path: str | None) -> None:
     text = dumps(data)
     if path == "-":
         click.echo(text, nl=False)
+    elif out is not None:
+        out.text(path, text)
     else:
         write_text_atomic(path, text)
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
+    """Writable, distinct outputs that are not inputs, checked before any work (see certify.io)."""
+    from .io import check_outputs as check
+
+    check(outputs, inputs)
+
+
+def model_inputs(model: str, arch: str | None, data_source: str | None) -> dict[str, str | None]:
+    return {"the model": model, "the --arch spec": arch, "the data": data_source}
 
 
 def show(renderables: Sequence[Any], quiet: bool, json_to_stdout: bool) -> None:
@@ -303,23 +330,27 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     from .certificates import certify as run_certify
     from .certificates import parse_eps, resume_examples
     from .device import resolve_device, seed_everything
-    from .io import write_text_atomic
+    from .io import output_set
     from .render import certify_json, certify_table, examples_csv, flags_table
 
     check_positive("--batch-size", batch_size)
+    check_outputs({"--json": json_path, "--per-example": per_example_path},
+                  {**model_inputs(model, arch, data_source), "the --resume file": resume_path})
     eps_values = parse_eps(list(eps))
     dev = resolve_device(device)
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
+    check_lipschitz_constant(loaded, norm, certificate, lipschitz_constant)
     data = load_data_from_options(loaded, data_source, data_root, split, limit)
     resume = resume_examples(read_json(resume_path), loaded, data, norm) if resume_path else None
     with progress_bar("certify", len(data), quiet) as progress:
         report = run_certify(loaded, data, norm=norm, eps=eps_values, certificate=certificate,
                              lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
                              batch_size=batch_size, device=dev, seed=seed, progress=progress, resume=resume)
-    emit_json(certify_json(report, sys.argv[1:]), json_path)
-    if per_example_path:
-        write_text_atomic(per_example_path, examples_csv(report.examples))
+    with output_set() as out:
+        emit_json(certify_json(report, sys.argv[1:]), json_path, out)
+        if per_example_path:
+            out.text(per_example_path, examples_csv(report.examples))
     show([certify_table(report), flags_table(report.flags)], quiet, json_path == "-")
     if not report.plan.lipschitz_verified and not quiet:
         stderr_console().print(
@@ -327,6 +358,17 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
             f"not verified: {report.plan.reason}")
     if report.partial:
         _fail("interrupted; partial results were written", 130)
+
+
+def check_lipschitz_constant(loaded: Any, norm: str, certificate: str, lipschitz_constant: float | None) -> None:
+    """--lipschitz-constant cannot apply to pairwise certificates: refuse it rather than ignore it."""
+    from .certificates import resolved_certificate
+
+    if lipschitz_constant is not None and resolved_certificate(loaded, norm, certificate) == "auto":
+        raise click.UsageError(
+            f"--lipschitz-constant {lipschitz_constant:g} cannot apply to --certificate auto on this model: it "
+            f"declares no {norm} Lipschitz claim, so auto uses pairwise bounds computed from the weights; "
+            "name --certificate l2-multi, l2-single or linf-dist to certify with a given constant")
 
 
 # --------------------------------------------------------------------------- lipschitz (issue 4)
@@ -352,6 +394,7 @@ def lipschitz(model: str, arch: str | None, arch_kwargs: str | None, trust_check
     from .render import empirical_table, lipschitz_json, lipschitz_table
 
     check_positive("--limit", limit)
+    check_outputs({"--json": json_path}, model_inputs(model, arch, data_source))
     dev = resolve_device(device)
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, "cpu")
@@ -389,6 +432,7 @@ def data_lipschitz_cmd(data_source: str, split: str, data_root: str | None, limi
     from .estimates import data_lipschitz
     from .render import data_lipschitz_json, data_lipschitz_table
 
+    check_outputs({"--json": json_path}, {"the data": data_source})
     dev = resolve_device(device)
     data = load_dataset(data_source, split=split, data_root=data_root, limit=limit)
     with progress_bar("data-lipschitz", len(data), quiet) as progress:
@@ -462,6 +506,8 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     check_positive("--restarts", restarts)
     if check_certificates < 0:
         raise click.BadParameter(f"must be ≥ 0, got {check_certificates}", param_hint="--check-certificates")
+    check_outputs({"--json": json_path, "--per-example": per_example_path},
+                  {**model_inputs(model, arch, data_source), "the --resume file": resume_path})
     eps_values, steps = parse_eps(list(eps)), _int_list("--steps", steps_text)
     names = parse_names(attack_names)
     if attack_names and names is None:  # e.g. --attacks ","
@@ -482,11 +528,12 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
         if getattr(err, "report", None) is not None:
             emit_json(attack_json(err.report, sys.argv[1:]), json_path)  # type: ignore[attr-defined]
         raise
-    emit_json(attack_json(report, sys.argv[1:]), json_path)
-    if per_example_path:
-        from .io import write_text_atomic
+    from .io import output_set
 
-        write_text_atomic(per_example_path, attack_examples_csv(report))
+    with output_set() as out:
+        emit_json(attack_json(report, sys.argv[1:]), json_path, out)
+        if per_example_path:
+            out.text(per_example_path, attack_examples_csv(report))
     show([attack_table(report), iteration_scaling_table(report), flags_table(report.flags)], quiet,
          json_path == "-")
     for note in report.notes if not quiet else ():
@@ -528,6 +575,7 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     from .render import analysis_tables, flags_table_json
 
     check_positive("--batch-size", batch_size)
+    check_outputs({"--json": json_path}, model_inputs(model, arch, data_source))
     dev = resolve_device(device)
     seed_everything(seed)
     opts = AnalyzeOptions(norm=norm, eps=parse_eps_allow_zero(eps), attacks=parse_names(attack_names),
@@ -535,6 +583,7 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
                           lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
                           batch_size=batch_size, device=dev, seed=seed, argv=tuple(sys.argv[1:]))
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
+    check_lipschitz_constant(loaded, norm, certificate, lipschitz_constant)
     data = load_data_from_options(loaded, data_source, data_root, split, limit)
     train = train_split(loaded, data_source, data_root, split) if train_margins else None
     with progress_bar("analyze", len(data), quiet) as progress:
@@ -588,21 +637,24 @@ def train_split(loaded: Any, data_source: str | None, data_root: str | None, spl
               help="Show tracebacks for errors.")
 def report(results: tuple[str, ...], pdf_path: str | None, md_path: str | None, quiet: bool) -> None:
     """Render results JSONs side by side: lipcert report a.json b.json --pdf report.pdf --md summary.md"""
-    from .io import write_text_atomic
+    from .io import output_set
     from .pipeline import ensure_analysis
-    from .render import load_results, summary_table
+    from .render import load_results, malformed_results, summary_table
     from .report import markdown, write_pdf
 
-    loaded = [ensure_analysis(load_results(p)) for p in results]
-    if pdf_path:
-        pages = write_pdf(loaded, pdf_path)
-        if not quiet:
+    check_outputs({"--pdf": pdf_path, "--md": md_path}, {f"results file {p!r}": p for p in results})
+    with malformed_results(", ".join(results)):
+        loaded = [ensure_analysis(load_results(p)) for p in results]
+        with output_set() as out:
+            pages = write_pdf(loaded, str(out.path(pdf_path))) if pdf_path else 0
+            md = markdown(loaded) if md_path else None
+            if md is not None and md_path != "-":
+                out.text(md_path, md)
+        if pdf_path and not quiet:
             stderr_console().print(f"wrote {pdf_path} ({pages} pages)")
-    if md_path == "-":
-        click.echo(markdown(loaded))
-    elif md_path:
-        write_text_atomic(md_path, markdown(loaded))
-    show([summary_table(loaded)], quiet, md_path == "-")
+        if md_path == "-":
+            click.echo(md)
+        show([summary_table(loaded)], quiet, md_path == "-")
 
 
 
@@ -631,7 +683,7 @@ gate_output_options = option_group(
 @click.option("--steps", "steps_text", multiple=True, help="Override attack iterations (comma-separated or repeated).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--device", default=None, help="auto, cpu or cuda.")
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None)
 @click.option("--json", "json_path", default=None, help="Results JSON path ({name} = model name).")
 @click.option("--pdf", "pdf_path", default=None, help="Also write a PDF report.")
 @click.option("--md", "md_path", default=None, help="Also write a Markdown report.")
@@ -651,17 +703,40 @@ def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_so
                      steps=_int_list("--steps", steps_text) if steps_text else None,
                      batch_size=batch_size, device=device, seed=seed, json_path=json_path, pdf_path=pdf_path,
                      md_path=md_path)
+    from .io import output_set
+
     suite = load_suite(suite_path, overrides)
+    paths = list(json_paths(suite))
+    check_outputs({**{f"--json ({p})": p for p in paths}, "--pdf": suite.pdf_path, "--md": suite.md_path,
+                   "--junit": junit_path, "--summary-md": summary_md_path}, suite_inputs(suite, suite_path))
     interactive = sys.stderr.isatty()  # the model count is known, the example count not yet
     with progress_bar("run", PROGRESS_MIN_EXAMPLES if interactive else 0, quiet) as progress:
         outcome = run_suite(suite, argv=sys.argv[1:], progress=progress)
-    for res, path in zip(outcome.results, json_paths(suite)):
-        emit_json(res, path)
     if any(res.get("partial") for res in outcome.results):
+        with output_set() as out:
+            for res, path in zip(outcome.results, paths):
+                emit_json(res, path, out)
         _fail("interrupted; partial results were written (gates not evaluated)", 130)
-    write_reports(list(outcome.results), suite.pdf_path, suite.md_path, quiet)
+    with output_set() as out:
+        for res, path in zip(outcome.results, paths):
+            emit_json(res, path, out)
+        write_reports(list(outcome.results), suite.pdf_path, suite.md_path, quiet, out)
+        failure = finish_gates(outcome.gates, junit_path, summary_md_path, quiet, out)
     show([summary_table_for(outcome.results)], quiet, False)
-    finish_gates(outcome.gates, junit_path, summary_md_path, quiet)
+    show_gates(outcome.gates, quiet)
+    if failure:
+        from .errors import GateFailed
+
+        raise GateFailed(failure)
+
+
+def suite_inputs(suite: Any, suite_path: str) -> dict[str, str | None]:
+    inputs: dict[str, str | None] = {"the suite": suite_path, "the data": suite.data_source}
+    for spec in suite.models:
+        inputs[f"model {spec.name!r}"] = spec.path
+    if suite.gates and isinstance(suite.gates.get("baseline"), dict):
+        inputs["the baseline"] = suite.gates["baseline"].get("path")
+    return inputs
 
 
 def summary_table_for(results: Sequence[dict[str, Any]]) -> Any:
@@ -670,33 +745,37 @@ def summary_table_for(results: Sequence[dict[str, Any]]) -> Any:
     return summary_table(list(results))
 
 
-def write_reports(results: list[dict[str, Any]], pdf_path: str | None, md_path: str | None, quiet: bool) -> None:
-    from .io import write_text_atomic
+def write_reports(results: list[dict[str, Any]], pdf_path: str | None, md_path: str | None, quiet: bool,
+                  out: Any) -> None:
     from .report import markdown, write_pdf
 
     if pdf_path:
-        pages = write_pdf(results, pdf_path)
+        pages = write_pdf(results, str(out.path(pdf_path)))
         if not quiet:
             stderr_console().print(f"wrote {pdf_path} ({pages} pages)")
     if md_path:
-        write_text_atomic(md_path, markdown(results))
+        out.text(md_path, markdown(results))
 
 
-def finish_gates(reports: Sequence[Any], junit_path: str | None, summary_md_path: str | None, quiet: bool) -> None:
-    """Render the gate table, write JUnit/Markdown, and raise GateFailed (exit 1) on failure."""
-    from .errors import GateFailed
-    from .io import write_text_atomic
-    from .render import gate_failure_message, gate_junit, gate_markdown, gate_table
+def finish_gates(reports: Sequence[Any], junit_path: str | None, summary_md_path: str | None, quiet: bool,
+                 out: Any) -> str | None:
+    """Stage JUnit/Markdown into ``out``; return the failure message when a gate failed (the caller exits 1)."""
+    from .render import gate_failure_message, gate_junit, gate_markdown
 
     if not reports:
-        return
-    show([gate_table(reports)], quiet, False)
+        return None
     if junit_path:
-        write_text_atomic(junit_path, gate_junit(reports))
+        out.text(junit_path, gate_junit(reports))
     if summary_md_path:
-        write_text_atomic(summary_md_path, gate_markdown(reports))
-    if not all(r.passed for r in reports):
-        raise GateFailed(gate_failure_message(reports))
+        out.text(summary_md_path, gate_markdown(reports))
+    return None if all(r.passed for r in reports) else gate_failure_message(reports)
+
+
+def show_gates(reports: Sequence[Any], quiet: bool) -> None:
+    from .render import gate_table
+
+    if reports:
+        show([gate_table(reports)], quiet, False)
 
 
 @main.command("gate")
@@ -709,13 +788,23 @@ def finish_gates(reports: Sequence[Any], junit_path: str | None, summary_md_path
 def gate_command(results: tuple[str, ...], config_path: str, baseline_path: str | None, junit_path: str | None,
                  summary_md_path: str | None, quiet: bool) -> None:
     """Gate existing results: lipcert gate results.json --config gates.yaml --baseline old.json"""
+    from .errors import GateFailed
     from .gate import evaluate_gates, load_gate_config
-    from .render import load_results
+    from .io import output_set
+    from .render import load_results, malformed_results
 
+    check_outputs({"--junit": junit_path, "--summary-md": summary_md_path},
+                  {**{f"results file {p!r}": p for p in results}, "the --config file": config_path,
+                   "the --baseline file": baseline_path})
     config = load_gate_config(config_path)
-    baseline = load_results(baseline_path) if baseline_path else None
-    reports = [evaluate_gates(load_results(p), config, baseline=baseline) for p in results]
-    finish_gates(reports, junit_path, summary_md_path, quiet)
+    with malformed_results(", ".join(results + ((baseline_path,) if baseline_path else ()))):
+        baseline = load_results(baseline_path) if baseline_path else None
+        reports = [evaluate_gates(load_results(p), config, baseline=baseline) for p in results]
+        with output_set() as out:
+            failure = finish_gates(reports, junit_path, summary_md_path, quiet, out)
+    show_gates(reports, quiet)
+    if failure:
+        raise GateFailed(failure)
 
 
 
@@ -741,6 +830,7 @@ def demo(models_dir: str | None, limit: int | None, attack_steps: int, batch_siz
     from .render import demo_json, demo_table
 
     check_positive("--batch-size", batch_size)
+    check_outputs({"--json": json_path}, {})
     find_models(models_dir)  # a clear error before any progress bar
     dev = resolve_device(device)
     seed_everything(seed)

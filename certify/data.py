@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from .defaults import DEFAULT_SPLIT, FASHION_MNIST_DIR
-from .errors import BadInputError
+from .errors import BadInputError, short_repr
 
 SPLITS = ("train", "test")
 FASHION_MNIST_CLASSES = (
@@ -236,8 +237,10 @@ def read_idx(path: Path) -> np.ndarray:
     dtype_code, ndim = data[2], data[3]
     if dtype_code != 0x08:
         raise BadInputError(f"{str(path)!r}: only unsigned-byte idx files are supported")
+    if ndim < 1 or len(data) < 4 + 4 * ndim:
+        raise BadInputError(f"{str(path)!r}: idx header is truncated or has {ndim} dimensions; re-download the file")
     dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    expected = int(np.prod(dims))
+    expected = int(np.prod(dims, dtype=object))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != expected:
         raise BadInputError(
@@ -315,6 +318,9 @@ def _is_npz(p: Path) -> bool:
 
 
 def _to_nchw(x: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray) and x.dtype.kind not in "uif" or not isinstance(x, (np.ndarray, torch.Tensor)):
+        kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+        raise BadInputError(f"{where}: expected images as a uint8 or float array, got {short_repr(str(kind), 40)}")
     t = torch.as_tensor(x)
     if t.dim() == 3:
         t = t.unsqueeze(1)
@@ -327,11 +333,22 @@ def _to_nchw(x: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
     return t
 
 
+#: Labels beyond this are certainly mistakes (and would overflow int64 if larger still).
+MAX_LABEL = 2**31 - 1
+
+
 def _labels(y: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
+    if isinstance(y, np.ndarray) and y.dtype.kind not in "uifb" or not isinstance(y, (np.ndarray, torch.Tensor)):
+        kind = y.dtype if isinstance(y, np.ndarray) else type(y).__name__
+        raise BadInputError(f"{where}: expected integer labels, got {short_repr(str(kind), 40)}")
     t = torch.as_tensor(y)
     if t.is_floating_point():
-        if not torch.equal(t, t.round()):
+        if not (torch.isfinite(t).all() and torch.equal(t, t.round())):
             raise BadInputError(f"{where}: labels must be integers")
+        if t.numel() and float(t.abs().max()) > MAX_LABEL:
+            raise BadInputError(f"{where}: labels must be class indices, found {float(t.abs().max()):.3g}")
+    elif t.numel() and t.dtype != torch.bool and int(t.abs().max()) > MAX_LABEL:
+        raise BadInputError(f"{where}: labels must be class indices, found {int(t.abs().max())}")
     return t.to(torch.int64).reshape(-1)
 
 
@@ -340,11 +357,15 @@ def load_npz(path: str | os.PathLike[str], split: str) -> Dataset:
     try:
         with np.load(p, allow_pickle=False) as z:
             if "x" not in z or "y" not in z:
-                raise BadInputError(f"{str(p)!r}: expected arrays named 'x' and 'y', found {sorted(z.files)}")
+                raise BadInputError(f"{str(p)!r}: expected arrays named 'x' and 'y', found "
+                                    f"{short_repr(sorted(z.files))}")
             x, y = z["x"], z["y"]
             names = tuple(str(n) for n in z["class_names"]) if "class_names" in z else None
-    except ValueError as err:
-        raise BadInputError(f"{str(p)!r}: cannot read .npz ({err})") from err
+    except BadInputError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError) as err:
+        raise BadInputError(f"{str(p)!r}: cannot read .npz, it is damaged or truncated "
+                            f"({short_repr(str(err), 100)[1:-1]}); re-save it with numpy.savez") from err
     return Dataset(_to_nchw(x, str(p)), _labels(y, str(p)), str(p), split, names)
 
 
@@ -361,7 +382,11 @@ def load_tensor_file(path: str | os.PathLike[str], split: str) -> Dataset:
     elif isinstance(obj, (tuple, list)) and len(obj) == 2:
         x, y = obj
     else:
-        raise BadInputError(f"{str(p)!r}: expected {{'x': tensor, 'y': tensor}} or (x, y)")
+        raise BadInputError(f"{str(p)!r}: expected {{'x': tensor, 'y': tensor}} or (x, y), "
+                            f"got {short_repr(type(obj).__name__, 40)}")
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise BadInputError(f"{str(p)!r}: expected 'x' and 'y' to be tensors, got {type(x).__name__} and "
+                            f"{type(y).__name__}")
     return Dataset(_to_nchw(x, str(p)), _labels(y, str(p)), str(p), split)
 
 
@@ -381,8 +406,12 @@ def load_image_folder(root: str | os.PathLike[str], split: str) -> Dataset:
         for f in sorted((root / cls).iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            with Image.open(f) as im:
-                arr = np.asarray(im.convert("L") if im.mode in ("L", "1", "P", "I;16") else im.convert("RGB"))
+            try:
+                with Image.open(f) as im:
+                    arr = np.asarray(im.convert("L") if im.mode in ("L", "1", "P", "I;16") else im.convert("RGB"))
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+                raise BadInputError(f"image {str(f)!r} cannot be read ({short_repr(str(err), 80)[1:-1]}); "
+                                    "remove or re-save it") from err
             xs.append(arr)
             ys.append(label)
     if not xs:

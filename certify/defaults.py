@@ -10,6 +10,8 @@ DEFAULT_BATCH_SIZE = 256
 DEFAULT_SPLIT = "test"
 DEFAULT_DEVICE = "auto"
 DEFAULT_SEED = 0
+#: Largest accepted --seed (torch seeds are 64-bit; numpy gets seed mod 2**32).
+SEED_MAX = 2**63 - 1
 DEFAULT_CERTIFICATE = "auto"
 DEFAULT_LIPSCHITZ_CONSTANT = 1.0
 DEFAULT_NORM = "l2"

@@ -55,3 +55,19 @@ class GateFailed(LipcertError):
     """A robustness gate failed (exit code 1)."""
 
     exit_code = EXIT_GATE_FAILED
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr`` for error messages, cut to ``limit`` characters without building the whole repr.
+
+    A hostile value (a YAML "billion laughs" alias bomb, a huge list) must not cost
+    seconds or gigabytes just to be quoted in an error message.
+    """
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = max(limit - 10, 10)
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
+    r.maxlevel = 3
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

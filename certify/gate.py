@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .defaults import DEFAULT_MAX_DROP, DEFAULT_NOISE_TOLERANCE
-from .errors import BadInputError
+from .errors import BadInputError, short_repr
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class GateConfig:
     min_certified_accuracy: tuple[tuple[float, float], ...] = ()
     min_robust_accuracy: tuple[tuple[float, float], ...] = ()
     max_lipschitz_bound: float | None = None
+    #: bound on each logit separately (a multi-L2NNN has 1-Lipschitz logits, but not a 1-Lipschitz vector)
+    max_per_logit_lipschitz: float | None = None
     max_certificate_violations: int | None = 0
     forbid_flags: tuple[str, ...] = ()
     baseline_path: str | None = None
@@ -77,6 +79,7 @@ def gate_config(raw: Mapping[str, Any], where: str = "gates") -> GateConfig:
                                      for k, v in (raw.get("min_certified_accuracy") or {}).items()),
         min_robust_accuracy=tuple((parse_fraction(k), float(v)) for k, v in (raw.get("min_robust_accuracy") or {}).items()),
         max_lipschitz_bound=_opt_float(raw.get("max_lipschitz_bound")),
+        max_per_logit_lipschitz=_opt_float(raw.get("max_per_logit_lipschitz")),
         max_certificate_violations=raw.get("max_certificate_violations", 0),
         forbid_flags=(flags,) if isinstance(flags, str) else tuple(flags),
         baseline_path=base.get("path"),
@@ -110,66 +113,122 @@ def load_gate_config(path: str | os.PathLike[str]) -> GateConfig:
 # --------------------------------------------------------------------------- reading numbers from results
 
 
+def _number(value: Any, what: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """A number read from a results JSON: type- and range-checked, else exit 2 naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not lo <= value <= hi:
+        rng = "from 0 to 1" if (lo, hi) == (0.0, 1.0) else ("> 0" if lo > 0 else "finite")
+        raise BadInputError(f"results: {what} must be a number {rng}, got {short_repr(value, 40)}; "
+                            "the file is not a lipcert results JSON or was edited")
+    return float(value)
+
+
+def _accuracy(value: Any, what: str) -> float:
+    return _number(value, what, 0.0, 1.0)
+
+
+def _rows(section: Mapping[str, Any], key: str, what: str) -> list[Mapping[str, Any]]:
+    rows = section.get(key) or []
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise BadInputError(f"results: {what}.{key} must be a list of objects, got {short_repr(rows, 40)}")
+    return rows
+
+
+def _section(res: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    sec = res.get(name) or {}
+    if not isinstance(sec, dict):
+        raise BadInputError(f"results: '{name}' must be an object, got {short_repr(sec, 40)}")
+    return sec
+
+
 def clean_accuracy(res: Mapping[str, Any]) -> float | None:
     for section in ("analysis", "certify", "attack"):
-        if res.get(section) and res[section].get("clean_accuracy") is not None:
-            return float(res[section]["clean_accuracy"])
+        sec = _section(res, section)
+        if sec.get("clean_accuracy") is not None:
+            return _accuracy(sec["clean_accuracy"], f"{section}.clean_accuracy")
     return None
 
 
 def certified_accuracy(res: Mapping[str, Any], eps: float) -> float | None:
-    for row in (res.get("certify") or {}).get("results") or []:
-        if _same(row["eps"], eps):
-            return float(row["certified_accuracy"])
-    a = res.get("analysis") or {}
+    for row in _rows(_section(res, "certify"), "results", "certify"):
+        if _same(row.get("eps"), eps):
+            return _accuracy(row.get("certified_accuracy"), "certify.results[].certified_accuracy")
+    a = _section(res, "analysis")
     if a.get("median_certified_radius") is not None:
-        for row in a.get("at_eps") or []:
-            if _same(row["eps"], eps):
-                return float(row["certified_accuracy"])
+        for row in _rows(a, "at_eps", "analysis"):
+            if _same(row.get("eps"), eps):
+                return _accuracy(row.get("certified_accuracy"), "analysis.at_eps[].certified_accuracy")
     return None
 
 
 def robust_accuracy(res: Mapping[str, Any], eps: float) -> float | None:
     """Worst case over attacks at ε (from the attack JSON, else the analysis)."""
-    attack = res.get("attack") or {}
-    for row in attack.get("worst_case") or []:
-        if _same(row["eps"], eps) and row.get("robust_accuracy") is not None:
-            return float(row["robust_accuracy"])
-    per_attack = [float(r["robust_accuracy"]) for r in attack.get("results") or []
-                  if _same(r["eps"], eps) and r.get("robust_accuracy") is not None]
+    attack = _section(res, "attack")
+    for row in _rows(attack, "worst_case", "attack"):
+        if _same(row.get("eps"), eps) and row.get("robust_accuracy") is not None:
+            return _accuracy(row["robust_accuracy"], "attack.worst_case[].robust_accuracy")
+    per_attack = [_accuracy(r["robust_accuracy"], "attack.results[].robust_accuracy")
+                  for r in _rows(attack, "results", "attack")
+                  if _same(r.get("eps"), eps) and r.get("robust_accuracy") is not None]
     if per_attack:
         return min(per_attack)
-    for row in (res.get("analysis") or {}).get("at_eps") or []:
-        if _same(row["eps"], eps) and row.get("robust_accuracy") is not None:
-            return float(row["robust_accuracy"])
+    for row in _rows(_section(res, "analysis"), "at_eps", "analysis"):
+        if _same(row.get("eps"), eps) and row.get("robust_accuracy") is not None:
+            return _accuracy(row["robust_accuracy"], "analysis.at_eps[].robust_accuracy")
     return None
 
 
 def lipschitz_bound(res: Mapping[str, Any]) -> float | None:
-    lip = res.get("lipschitz") or {}
+    """The verified bound of the whole logit vector (analyser, else a verified certificate constant)."""
+    lip = _section(res, "lipschitz")
     if lip.get("global_bound") is not None:
-        return float(lip["global_bound"])
-    cert = res.get("certify") or {}
-    if cert.get("lipschitz_verified"):
-        return float(cert["lipschitz_constant"])
+        return _number(lip["global_bound"], "lipschitz.global_bound", 0.0)
+    cert = _section(res, "certify")
+    if cert.get("lipschitz_verified") is True:
+        return _number(cert.get("lipschitz_constant"), "certify.lipschitz_constant", 0.0)
     return None
+
+
+def per_logit_lipschitz(res: Mapping[str, Any]) -> float | None:
+    """The largest verified bound of a single logit (from the Lipschitz analyser)."""
+    lip = _section(res, "lipschitz")
+    bounds = lip.get("per_logit_bounds")
+    if bounds is None:
+        return None
+    if not isinstance(bounds, list) or not bounds:
+        raise BadInputError(f"results: lipschitz.per_logit_bounds must be a list of numbers, "
+                            f"got {short_repr(bounds, 40)}")
+    return max(_number(b, "lipschitz.per_logit_bounds[]", 0.0) for b in bounds)
 
 
 def violations(res: Mapping[str, Any]) -> int | None:
     """Attacks inside a certified radius (attack JSON, or radius > d in the analysis); None: no attack."""
     attack = res.get("attack")
-    tight = (res.get("analysis") or {}).get("tightness") or {}
+    tight = _section(res, "analysis").get("tightness") or {}
     if attack is None and not tight:
         return None
-    return max(len((attack or {}).get("violations") or []), int(tight.get("violations") or 0))
+    if not isinstance(tight, dict):
+        raise BadInputError(f"results: analysis.tightness must be an object, got {short_repr(tight, 40)}")
+    listed = _section(res, "attack").get("violations") or []
+    if not isinstance(listed, list):
+        raise BadInputError(f"results: attack.violations must be a list, got {short_repr(listed, 40)}")
+    counted = _number(tight.get("violations") or 0, "analysis.tightness.violations", 0.0)
+    return max(len(listed), int(counted))
 
 
 def flag_ids(res: Mapping[str, Any]) -> list[str]:
-    return [f["id"] for s in ("certify", "attack", "lipschitz") for f in (res.get(s) or {}).get("flags") or []]
+    ids = []
+    for s in ("certify", "attack", "lipschitz"):
+        flags = _section(res, s).get("flags") or []
+        if not isinstance(flags, list) or not all(isinstance(f, dict) and isinstance(f.get("id"), str)
+                                                  for f in flags):
+            raise BadInputError(f"results: {s}.flags must be a list of {{id, message}}, got {short_repr(flags, 40)}")
+        ids += [f["id"] for f in flags]
+    return ids
 
 
 def _same(a: Any, b: float) -> bool:
-    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return math.isclose(_number(a, "eps", 0.0), float(b), rel_tol=1e-9, abs_tol=1e-12)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -190,6 +249,8 @@ def evaluate_gates(res: Mapping[str, Any], config: GateConfig, *, baseline: Mapp
         rows.append(_min(f"robust accuracy @ ε={eps:g}", robust_accuracy(res, eps), thr))
     if config.max_lipschitz_bound is not None:
         rows.append(_max("Lipschitz bound", lipschitz_bound(res), config.max_lipschitz_bound))
+    if config.max_per_logit_lipschitz is not None:
+        rows.append(_max("per-logit Lipschitz bound", per_logit_lipschitz(res), config.max_per_logit_lipschitz))
     if config.max_certificate_violations is not None:
         rows.append(_violations(res, config.max_certificate_violations))
     if config.forbid_flags:
@@ -255,5 +316,5 @@ def baseline_rows(res: Mapping[str, Any], base: Mapping[str, Any], config: GateC
 
 
 def _eps_of(res: Mapping[str, Any], section: str) -> list[float]:
-    rows = (res.get(section) or {}).get("results") or []
-    return sorted({float(r["eps"]) for r in rows})
+    rows = _rows(_section(res, section), "results", section)
+    return sorted({_number(r.get("eps"), f"{section}.results[].eps", 0.0) for r in rows})

@@ -7,13 +7,14 @@ produced here, so every number in a report equals the JSON.)
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import math
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from rich.table import Table
@@ -98,6 +99,7 @@ def certify_json(report: CertifyReport, argv: Sequence[str] | None = None, *, pe
         "partial": report.partial,
         "seed": report.seed,
         "seconds": report.seconds,
+        "settings": dict(report.settings),
     }
     if per_example:
         out["per_example"] = examples_json(report.examples)
@@ -185,6 +187,51 @@ def combined_json(*, command: str, seed: int | None, model: dict[str, Any], data
     })
 
 
+#: Keys whose values, anywhere in a results JSON, are accuracies (or error rates) in [0, 1].
+FRACTION_KEYS = frozenset({"clean_accuracy", "certified_accuracy", "robust_accuracy", "certified_error",
+                           "empirical_error", "accuracy"})
+#: Keys whose values are finite numbers ≥ 0.
+NONNEGATIVE_KEYS = frozenset({"eps", "median_radius", "median_certified_radius", "median_adv_distance",
+                              "lipschitz_constant", "global_bound", "seconds", "certified_count", "attacked",
+                              "successes", "restarts", "n"})
+#: Keys whose values are true or false.
+BOOL_KEYS = frozenset({"partial", "lipschitz_verified", "verified"})
+
+
+def check_result_values(raw: Any, where: str, path: str = "", depth: int = 0) -> None:
+    """Type- and range-check the numbers of a results JSON (one owner reads results: this module)."""
+    from .errors import BadInputError, short_repr
+
+    if depth > 40:
+        raise BadInputError(f"{where}: the results JSON is nested too deeply to be lipcert's")
+    items = raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, list) else ()
+    for key, value in items:
+        here = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
+        if value is not None and isinstance(key, str):
+            _check_value(key, value, where, here.lstrip("."))
+        if isinstance(value, (dict, list)) and key not in ("per_example", "settings"):
+            check_result_values(value, where, here, depth + 1)
+
+
+def _check_value(key: str, value: Any, where: str, here: str) -> None:
+    from .errors import BadInputError, short_repr
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if isinstance(value, dict):  # a curve ({eps: [...], ...}): its own keys are checked by the caller
+        return
+    values = value if isinstance(value, list) else [value]
+    if key in FRACTION_KEYS and not all(v is None or (number(v) and 0 <= v <= 1) for v in values):
+        raise BadInputError(f"{where}: {here} must be a number from 0 to 1, got {short_repr(value, 40)}; "
+                            "the file is not lipcert's or was edited")
+    if key in NONNEGATIVE_KEYS and not all(v is None or v == "inf" or (number(v) and v >= 0) for v in values):
+        raise BadInputError(f"{where}: {here} must be a number ≥ 0, got {short_repr(value, 40)}; "
+                            "the file is not lipcert's or was edited")
+    if key in BOOL_KEYS and not isinstance(value, bool):
+        raise BadInputError(f"{where}: {here} must be true or false, got {short_repr(value, 40)}")
+
+
 def wrap_results(raw: Any, where: str = "results") -> dict[str, Any]:
     """Accept a combined JSON, or a bare certify/attack JSON (wrapped into the combined shape)."""
     from .errors import BadInputError
@@ -195,6 +242,7 @@ def wrap_results(raw: Any, where: str = "results") -> dict[str, Any]:
     if version != JSON_SCHEMA_VERSION:
         raise BadInputError(f"{where}: written with schema_version {version!r}, this lipcert reads schema_version "
                             f"{JSON_SCHEMA_VERSION}; rerun lipcert {raw['command']} with this version")
+    check_result_values(raw, str(where))
     cmd = raw["command"]
     if cmd in ("analyze", "run"):
         return raw
@@ -510,6 +558,7 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
         "partial": report.partial,
         "seed": report.seed,
         "seconds": report.seconds,
+        "settings": dict(report.settings),
     }
     if per_example:
         ex = report.examples
@@ -578,3 +627,19 @@ def attack_examples_csv(report: Any) -> str:
 
 def _dash(v: Any) -> str:
     return "–" if v is None else str(v)
+
+
+@contextlib.contextmanager
+def malformed_results(where: str) -> Iterator[None]:
+    """Reading, gating or rendering results JSONs someone may have edited: a wrong type or a missing key
+    deep inside is bad input (exit 2 naming the files), not an internal error."""
+    from .errors import BadInputError, LipcertError, short_repr
+
+    try:
+        yield
+    except LipcertError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError, OverflowError) as err:
+        detail = short_repr(str(err), 80)[1:-1]
+        raise BadInputError(f"results {short_repr(where, 120)[1:-1]}: malformed lipcert results "
+                            f"({type(err).__name__}: {detail}); give JSON files written by lipcert") from err

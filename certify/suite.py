@@ -35,8 +35,9 @@ from .defaults import (
     DEFAULT_SEED,
     DEFAULT_SPLIT,
     HYBRID_DELEGATE_ACCURACY,
+    SEED_MAX,
 )
-from .errors import BadInputError
+from .errors import BadInputError, short_repr
 
 # --------------------------------------------------------------------------- schema as data
 
@@ -52,11 +53,24 @@ class Field:
     values: str | None = None  #: kind of "eps-map" values
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "str": ("a string", lambda v: isinstance(v, str)),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
-    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    "number": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "int": ("an integer", _is_int),
+    "positive-int": ("an integer ≥ 1", lambda v: _is_int(v) and 1 <= v <= 2**31),
+    "count": ("an integer ≥ 0", lambda v: _is_int(v) and 0 <= v <= 2**31),
+    "seed": (f"an integer from 0 to {SEED_MAX}", lambda v: _is_int(v) and 0 <= v <= SEED_MAX),
+    "number": ("a finite number", _is_number),
+    "fraction": ("a number from 0 to 1 (an accuracy, not a percentage)", lambda v: _is_number(v) and 0 <= v <= 1),
+    "positive": ("a positive finite number", lambda v: _is_number(v) and v > 0),
     "eps": ("a number or a fraction like 8/255", lambda v: _is_eps(v)),
     "list": ("a list", lambda v: isinstance(v, list)),
     "mapping": ("a mapping of keys to values", lambda v: isinstance(v, dict)),
@@ -70,18 +84,20 @@ MODEL_KEYS = {
     "arch": Field(("str",), "architecture for state_dict/safetensors: module:Class or spec.yaml"),
     "arch_kwargs": Field(("mapping",), "keyword arguments for arch"),
     "trust_checkpoint": Field(("bool",), "allow arbitrary pickles"),
+    "trust_modules": Field(("list",), "modules whose nn.Module classes the checkpoint may name", items="str"),
 }
 GATE_KEYS = {
-    "min_clean_accuracy": Field(("number",), "fail when clean accuracy is lower"),
-    "min_certified_accuracy": Field(("eps-map",), "{ε: minimum certified accuracy}", values="number"),
-    "min_robust_accuracy": Field(("eps-map",), "{ε: minimum robust (attacked) accuracy}", values="number"),
-    "max_lipschitz_bound": Field(("number",), "fail when the global Lipschitz bound is larger"),
-    "max_certificate_violations": Field(("int", "null"), "default 0: any attack inside a certified radius fails"),
+    "min_clean_accuracy": Field(("fraction",), "fail when clean accuracy is lower"),
+    "min_certified_accuracy": Field(("eps-map",), "{ε: minimum certified accuracy}", values="fraction"),
+    "min_robust_accuracy": Field(("eps-map",), "{ε: minimum robust (attacked) accuracy}", values="fraction"),
+    "max_lipschitz_bound": Field(("positive",), "fail when the verified bound of the whole logit vector is larger"),
+    "max_per_logit_lipschitz": Field(("positive",), "fail when a verified bound of one logit is larger"),
+    "max_certificate_violations": Field(("count", "null"), "default 0: any attack inside a certified radius fails"),
     "forbid_flags": Field(("list", "str"), "flag IDs that fail the gate ('all' for any flag)", items="str"),
     "baseline": Field(("mapping",), "compare with a previous results JSON", keys={
         "path": Field(("str",), "baseline results JSON"),
-        "max_drop": Field(("number",), "allowed drop of each accuracy (absolute, 0..1)"),
-        "noise_tolerance": Field(("number",), "extra allowance for sampling noise (absolute, 0..1)"),
+        "max_drop": Field(("fraction",), "allowed drop of each accuracy (absolute, 0..1)"),
+        "noise_tolerance": Field(("fraction",), "extra allowance for sampling noise (absolute, 0..1)"),
     }),
 }
 SUITE_KEYS = {
@@ -91,26 +107,27 @@ SUITE_KEYS = {
         "source": Field(("str",), "fashion-mnist, mnist, demo, an idx dir, .npz, ..."),
         "root": Field(("str",), "root directory for named datasets"),
         "split": Field(("str",), "train or test"),
-        "limit": Field(("int",), "use only the first N examples"),
+        "limit": Field(("positive-int",), "use only the first N examples"),
     }),
     "norm": Field(("str",), "l2 or linf"),
     "eps": Field(("eps", "list"), "chosen ε (a value or a list)", items="eps"),
     "certify": Field(("bool", "mapping"), "false to skip; or {certificate, lipschitz_constant, assume_lipschitz}",
                      keys={
                          "certificate": Field(("str",), "auto, l2-multi, l2-single or linf-dist"),
-                         "lipschitz_constant": Field(("number",), "Lipschitz constant L"),
+                         "lipschitz_constant": Field(("positive",), "Lipschitz constant L"),
                          "assume_lipschitz": Field(("bool",), "certify under an unverified property"),
                      }),
     "attacks": Field(("bool", "list", "mapping"), "false to skip; a list of names; or {names, steps, restarts}",
                      items="str", keys={
                          "names": Field(("list",), "attack names from the registry", items="str"),
-                         "steps": Field(("int", "list"), "iterations (a list gives iteration scaling)", items="int"),
-                         "restarts": Field(("int",), "random restarts"),
+                         "steps": Field(("positive-int", "list"), "iterations (a list gives iteration scaling)",
+                                        items="positive-int"),
+                         "restarts": Field(("positive-int",), "random restarts"),
                      }),
     "lipschitz": Field(("bool",), "run the Lipschitz analyser (default true)"),
     "analysis": Field(("mapping",), "{train_margins, delegate_accuracy}", keys={
         "train_margins": Field(("bool",), "histogram label margins on the train split too"),
-        "delegate_accuracy": Field(("number",), "hybrid curve: accuracy assumed on delegated points"),
+        "delegate_accuracy": Field(("fraction",), "hybrid curve: accuracy assumed on delegated points"),
     }),
     "output": Field(("str", "mapping"), "JSON path ({name} = model name), or {json}", keys={
         "json": Field(("str",), "results JSON path; {name} is replaced by the model name"),
@@ -120,9 +137,9 @@ SUITE_KEYS = {
         "md": Field(("str",), "Markdown summary path"),
     }),
     "gates": Field(("mapping",), "thresholds (see lipcert gate)", keys=GATE_KEYS),
-    "seed": Field(("int",), "random seed"),
+    "seed": Field(("seed",), "random seed"),
     "device": Field(("str",), "auto, cpu or cuda"),
-    "batch_size": Field(("int",), "batch size"),
+    "batch_size": Field(("positive-int",), "batch size"),
 }
 
 
@@ -137,7 +154,7 @@ def _is_eps(v: Any) -> bool:
 def parse_fraction(v: Any) -> float:
     """0.5 → 0.5; '8/255' → 0.0313…; anything else is an error."""
     if isinstance(v, bool):
-        raise BadInputError(f"expected a number, got {v!r}")
+        raise BadInputError(f"expected a number, got {short_repr(v)}")
     if isinstance(v, (int, float)):
         return float(v)
     if isinstance(v, str):
@@ -148,7 +165,7 @@ def parse_fraction(v: Any) -> float:
             return float(v)
         except (ValueError, ZeroDivisionError):
             pass
-    raise BadInputError(f"expected a number or a fraction like 8/255, got {v!r}")
+    raise BadInputError(f"expected a number or a fraction like 8/255, got {short_repr(v)}")
 
 
 # --------------------------------------------------------------------------- validation with line numbers
@@ -206,7 +223,7 @@ def _check(node: Any, value: Any, spec: Field, where: str, path: str) -> None:
             eps_key = _scalar(key_node)
             if not _is_eps(eps_key):
                 raise BadInputError(f"{where}: line {_line(key_node)}: key '{path}' needs ε keys like 0.1 or "
-                                    f"8/255, got {key_node.value!r}")
+                                    f"8/255, got {short_repr(key_node.value)}")
             _check(val_node, _scalar(val_node), Field((spec.values or "number",), ""), where,
                    f"{path}.{key_node.value}")
 
@@ -230,8 +247,8 @@ def _line(node: Any) -> int:
 def _describe(value: Any) -> str:
     names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
              dict: "a mapping", type(None): "null"}
-    text = repr(value)
-    return f"{names.get(type(value), type(value).__name__)} {text[:40]}" if value is not None else "null"
+    text = short_repr(value, 40)  # never the whole value: an alias bomb would take gigabytes
+    return f"{names.get(type(value), type(value).__name__)} {text}" if value is not None else "null"
 
 
 # --------------------------------------------------------------------------- the suite as data
@@ -244,6 +261,7 @@ class ModelSpec:
     arch: str | None = None
     arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
     trust_checkpoint: bool = False
+    trust_modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -301,7 +319,7 @@ def suite_from_dict(raw: Mapping[str, Any], where: str, overrides: Mapping[str, 
     report = raw.get("report") or {}
     norm = ov.get("norm", raw.get("norm"))
     if norm not in ("l2", "linf"):
-        raise BadInputError(f"{where}: 'norm' must be l2 or linf (in the suite or with --norm), got {norm!r}")
+        raise BadInputError(f"{where}: 'norm' must be l2 or linf (in the suite or with --norm), got {short_repr(norm)}")
     eps = ov.get("eps", raw.get("eps"))
     return Suite(
         models=models, data_source=ov.get("data_source", data.get("source")),
@@ -331,10 +349,11 @@ def _models(raw: Mapping[str, Any], where: str) -> tuple[ModelSpec, ...]:
         if "path" not in e:
             raise BadInputError(f"{where}: every model needs a 'path'; valid keys: {', '.join(sorted(MODEL_KEYS))}")
         e.setdefault("name", Path(e["path"]).stem)
+        e["trust_modules"] = tuple(e.get("trust_modules") or ())
         specs.append(ModelSpec(**e))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise BadInputError(f"{where}: model names must differ, got {names}; set 'name' for each model")
+        raise BadInputError(f"{where}: model names must differ, got {short_repr(names)}; set 'name' for each model")
     return tuple(specs)
 
 
@@ -395,7 +414,7 @@ def run_suite(suite: Suite, *, argv: Sequence[str] | None = None,
     for spec in suite.models:
         seed_everything(suite.seed)
         model = load_model(spec.path, arch=load_architecture(spec.arch, dict(spec.arch_kwargs)),
-                           trust_checkpoint=spec.trust_checkpoint, device=dev)
+                           trust_checkpoint=spec.trust_checkpoint, trusted_modules=spec.trust_modules, device=dev)
         source = suite.data_source or model.metadata.dataset
         if source is None:
             raise BadInputError(f"{suite.source}: no data given and model {spec.name!r} names no dataset; "

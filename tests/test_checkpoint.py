@@ -46,7 +46,7 @@ def test_round_trip_keeps_outputs_and_metadata(tmp_path, fmt):
     net = TinyNet(hidden=5).eval()
     # misleading file name: detection is by content
     path = save_model(net, tmp_path / "model.bin", META, format=fmt, example_input=X[:2], architecture=ARCH)
-    loaded = load_model(path)
+    loaded = load_model(path, trusted_modules=("tests.test_checkpoint",))
     assert loaded.format == fmt
     assert loaded.metadata == META
     assert len(loaded.sha256) == 64
@@ -109,7 +109,7 @@ def test_safetensors_with_metadata(tmp_path):
     path = tmp_path / "m.safetensors"
     save_file(net.state_dict(), str(path), metadata={"lipcert.json": json.dumps(META.to_dict()),
                                                      "lipcert_architecture": json.dumps(ARCH.to_dict())})
-    loaded = load_model(path)
+    loaded = load_model(path, trusted_modules=("tests.test_checkpoint",))
     assert loaded.format == "safetensors"
     assert loaded.metadata.lipschitz == META.lipschitz
     torch.testing.assert_close(loaded.module(X), net(X))

@@ -29,10 +29,11 @@ SHAPE = (1, 2, 2)
 class Case:
     id: str
     what: str
-    argv: tuple[str, ...]  # {good}, {data}, {out}, … are filled from the fixture files
+    argv: tuple[str, ...]  # {good}, {data}, … are filled from the fixture files; {result}: the checked output
     code: int
     message: str  # a fragment the one-line message must contain
     out: str = "--json"  # the option that would write an output file (checked not to exist)
+    full_disk: bool = False  # simulate a full disk while writing (exit 3)
 
     def __repr__(self) -> str:
         return self.id
@@ -84,6 +85,34 @@ CASES: list[Case] = [
     Case("output-is-directory", "an output path that is a directory", (*GOOD, "--eps", "1", "--json", "{dir}"), 2, "is a directory"),
     Case("resume-not-json", "--resume with a file that is not JSON", (*GOOD, "--eps", "1", "--resume", "{text}"), 2, "not valid JSON"),
     Case("resume-other-model", "--resume with results of another model", (*GOOD, "--eps", "1", "--resume", "{other_results}"), 2, "sha256"),
+    # --- issue 18: hostile and broken inputs
+    Case("pt2-pickle-sample-inputs", "a .pt2 whose sample inputs hold a pickle payload", (C, "{pt2_pickle}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "--trust-checkpoint"),
+    Case("pt2-crc", "a .pt2 whose weight entry fails its zip CRC", (C, "{pt2_crc}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "CRC"),
+    Case("file-arch-untrusted", "a state_dict naming os:system as its architecture", (C, "{sd_os_system}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "--trust-module"),
+    Case("safetensors-arch-untrusted", "a safetensors header naming os:system as its architecture", (C, "{st_os_system}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "--trust-module"),
+    Case("safetensors-arch-bad-json", "a safetensors header whose architecture is not JSON", (C, "{st_bad_json}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "not valid JSON"),
+    Case("arch-not-module", "--arch naming a function, not an nn.Module class", (C, "{sd}", "--arch", "os:getcwd", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "not an nn.Module subclass"),
+    Case("nan-weights-pt2", "a torch.export model with a NaN weight", (C, "{nan_pt2}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "'lin.weight' has NaN or Inf"),
+    Case("nan-logits", "a model whose logits are NaN", (C, "{nan_logits}", "--data", "{data}", "--norm", "l2", "--eps", "1", "--certificate", "l2-multi", "--assume-lipschitz"), 2, "NaN or Inf on example 0"),
+    Case("inf-logits", "a model whose logits are infinite", (C, "{inf_logits}", "--data", "{data}", "--norm", "l2", "--eps", "1", "--certificate", "l2-multi", "--assume-lipschitz"), 2, "NaN or Inf on example 0"),
+    Case("npz-truncated", "a truncated .npz", (*GOOD, "--eps", "1", "--data", "{npz_truncated}"), 2, "damaged or truncated"),
+    Case("npz-crc", "a .npz whose member fails its CRC", (*GOOD, "--eps", "1", "--data", "{npz_crc}"), 2, "damaged or truncated"),
+    Case("npz-strings", "a .npz whose images are strings", (*GOOD, "--eps", "1", "--data", "{npz_strings}"), 2, "uint8 or float array"),
+    Case("labels-huge", "labels of 1e20", (*GOOD, "--eps", "1", "--data", "{npz_huge_labels}"), 2, "class indices"),
+    Case("pt-data-dict", ".pt data holding a dict without x and y", (*GOOD, "--eps", "1", "--data", "{pt_dict}"), 2, "expected {'x': tensor"),
+    Case("pt-data-string", ".pt data holding a string", (*GOOD, "--eps", "1", "--data", "{pt_string}"), 2, "expected {'x': tensor"),
+    Case("idx-bad-header", "an idx file with a bad header", (*GOOD, "--eps", "1", "--data", "{idx_bad}"), 2, "idx header"),
+    Case("corrupt-png", "a corrupt PNG in an image folder", (*GOOD, "--eps", "1", "--data", "{png_bad}"), 2, "cannot be read"),
+    Case("seed-too-big", "--seed beyond 64 bits", (*GOOD, "--eps", "1", "--seed", "99999999999999999999999"), 2, "--seed"),
+    Case("lipschitz-constant-auto", "--lipschitz-constant with --certificate auto on a model without a claim", (C, "{unclaimed}", "--data", "{data}", "--norm", "l2", "--eps", "1", "--lipschitz-constant", "1000"), 2, "--lipschitz-constant 1000 cannot apply to --certificate auto"),
+    Case("output-is-model", "--json naming the model file", (*GOOD, "--eps", "1", "--json", "{good}"), 2, "is the model"),
+    Case("output-is-data", "--per-example naming the data file", (*GOOD, "--eps", "1", "--per-example", "{data}"), 2, "is the data"),
+    Case("output-unwritable", "--json under /proc (refused before the run)", (*GOOD, "--eps", "1", "--json", "/proc/x.json"), 2, "cannot write"),
+    Case("outputs-all-or-none", "a bad --per-example path: the --json is not written either", (*GOOD, "--eps", "1", "--json", "{result}", "--per-example", "{missing}/x.csv"), 2, "does not exist"),
+    Case("outputs-same-path", "--json and --per-example naming the same file", (*GOOD, "--eps", "1", "--per-example", "{result}"), 2, "both write"),
+    Case("resume-other-certificate", "--resume of a l2-multi --assume-lipschitz partial under auto", (*GOOD, "--eps", "0.1", "--resume", "{assumed_json}"), 2, "certificate 'l2-multi'"),
+    Case("resume-uneven-rows", "--resume with per-example lists of different lengths", (*GOOD, "--eps", "0.1", "--resume", "{uneven_json}"), 2, "different lengths"),
+    Case("resume-forged-radius", "--resume with a forged radius", (*GOOD, "--eps", "0.1", "--resume", "{forged_radius_json}"), 2, "recomputing it gives"),
 ]
 
 A = ("attack", "{good}", "--data", "{data}", "--norm", "l2")
@@ -108,6 +137,9 @@ ATTACK_CASES: list[Case] = [
     Case("attack-resume-other-model", "attack: --resume from a run of another model", ("attack", "{unclaimed}", "--data", "{data}", "--norm", "l2", "--eps", "0.5", "--attacks", "pgd", "--steps", "5", "--resume", "{attack_json}"), 2, "model sha256"),
     Case("attack-resume-certify-json", "attack: --resume from a certify JSON", (*A, "--eps", "0.5", "--resume", "{certify_json}"), 2, "partial 'lipcert attack' run"),
     Case("attack-unwritable-output", "attack: an output path in a missing directory", (*A, "--eps", "1", "--json", "{missing}/out.json"), 2, "does not exist"),
+    Case("attack-resume-other-mode", "attack: --resume --independent of a cascade run", (*A, "--eps", "0.5", "--attacks", "pgd", "--steps", "5", "--independent", "--resume", "{attack_json}"), 2, "mode 'cascade'"),
+    Case("attack-nan-logits", "attack: a model whose logits are NaN", ("attack", "{nan_logits}", "--data", "{data}", "--norm", "l2", "--eps", "1", "--no-certify-first"), 2, "NaN or Inf on example 0"),
+    Case("attack-output-is-model", "attack: --json naming the model file", (*A, "--eps", "1", "--json", "{good}"), 2, "is the model"),
 ]
 RUN_CASES: list[Case] = [
     Case("run-missing-suite", "run: suite file does not exist", ("run", "{missing}.yaml"), 2, "does not exist"),
@@ -119,6 +151,13 @@ RUN_CASES: list[Case] = [
     Case("run-no-model", "run: suite without a model", ("run", "{suite_no_model}"), 2, "'model'"),
     Case("run-bad-norm", "run: suite with an unknown norm", ("run", "{suite_bad_norm}"), 2, "l2 or linf"),
     Case("run-missing-model", "run: suite naming a missing model", ("run", "{suite_missing_model}"), 2, "does not exist"),
+    Case("run-batch-size-zero", "run: suite with batch_size 0 (used to hang)", ("run", "{suite_batch_zero}"), 2, "key 'batch_size' must be an integer ≥ 1"),
+    Case("run-batch-size-negative", "run: suite with batch_size -4 (used to hang)", ("run", "{suite_batch_negative}"), 2, "key 'batch_size' must be an integer ≥ 1"),
+    Case("run-delegate-accuracy", "run: suite with delegate_accuracy 5", ("run", "{suite_delegate}"), 2, "from 0 to 1"),
+    Case("run-seed-too-big", "run: suite with a seed beyond 64 bits", ("run", "{suite_seed}"), 2, "key 'seed'"),
+    Case("run-billion-laughs", "run: a 'billion laughs' YAML alias bomb at a type error (message stays short and fast)", ("run", "{suite_laughs}"), 2, "key 'eps'"),
+    Case("run-gate-percent", "run: a gate accuracy given as a percentage", ("run", "{suite_gate_percent}"), 2, "from 0 to 1"),
+    Case("run-output-is-suite", "run: --json naming the suite file", ("run", "{suite_batch_zero_ok}", "--json", "{suite_batch_zero_ok}"), 2, "is the suite"),
 ]
 GATE_CASES: list[Case] = [
     Case("gate-missing-results", "gate: results file does not exist", ("gate", "{missing}.json", "--config", "{gates}"), 2, "does not exist", out="--junit"),
@@ -129,6 +168,10 @@ GATE_CASES: list[Case] = [
     Case("gate-missing-config", "gate: config file does not exist", ("gate", "{certify_json}", "--config", "{missing}.yaml"), 2, "does not exist", out="--junit"),
     Case("gate-config-unknown-key", "gate: config with an unknown gate", ("gate", "{certify_json}", "--config", "{gates_unknown}"), 2, "unknown key", out="--junit"),
     Case("gate-config-wrong-type", "gate: a threshold that is not a number", ("gate", "{certify_json}", "--config", "{gates_type}"), 2, "must be a number", out="--junit"),
+    Case("gate-config-percent", "gate: an accuracy threshold of 75 (a percentage)", ("gate", "{certify_json}", "--config", "{gates_percent}"), 2, "from 0 to 1", out="--junit"),
+    Case("gate-results-accuracy-out-of-range", "gate: results with clean_accuracy 7.5", ("gate", "{acc_7_5_json}", "--config", "{gates}"), 2, "clean_accuracy must be a number from 0 to 1", out="--junit"),
+    Case("gate-results-string-number", "gate: results with a string where a number belongs", ("gate", "{acc_string_json}", "--config", "{gates}"), 2, "must be a number", out="--junit"),
+    Case("gate-output-is-results", "gate: --junit naming the results file", ("gate", "{certify_json}", "--config", "{gates}", "--junit", "{certify_json}"), 2, "is results file", out="--summary-md"),
 ]
 REPORT_CASES: list[Case] = [
     Case("report-missing", "report: results file does not exist", ("report", "{missing}.json"), 2, "does not exist", out="--md"),
@@ -136,6 +179,8 @@ REPORT_CASES: list[Case] = [
     Case("report-not-lipcert", "report: a JSON object that is not lipcert's", ("report", "{foreign_json}"), 2, "'command' key", out="--md"),
     Case("report-json-list", "report: a JSON list instead of an object", ("report", "{list_json}"), 2, "'command' key", out="--md"),
     Case("report-other-schema", "report: results of another schema version", ("report", "{future_json}"), 2, "schema_version 99", out="--md"),
+    Case("report-results-string-number", "report: results with strings where numbers belong", ("report", "{acc_string_json}"), 2, "must be a number", out="--md"),
+    Case("report-pdf-full-disk", "report: a PDF written to a full disk", ("report", "{certify_json}", "--pdf", "{result}"), 3, "no space left on the device", out="--pdf", full_disk=True),
 ]
 LIPSCHITZ_CASES: list[Case] = [
     Case("lipschitz-missing-model", "lipschitz: model file does not exist", ("lipschitz", "{missing}"), 2, "does not exist"),
@@ -201,6 +246,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     unclaimed = save_model(Affine(5 * w), d / "unclaimed.pt2", ModelMetadata(input_shape=SHAPE),
                            example_input=torch.zeros(2, *SHAPE))
     extra = other_command_files(d, good)
+    extra.update(hostile_files(d, good, extra))
     return {**extra, "unclaimed": str(unclaimed),
         "good": str(good), "truncated": str(truncated), "empty": str(d / "empty.pt"), "text": str(d / "text.txt"),
         "pickle": str(d / "pickle.pt"), "marker": str(d / "PWNED"), "sd": str(d / "sd.pt"),
@@ -251,12 +297,158 @@ def other_command_files(d: Path, good: Path) -> dict[str, str]:
             "attack_json": str(attack_json)}
 
 
+class NonFinite(nn.Module):
+    """Logits log(x - 2) (NaN on [0, 1]) or log(0·x) (−inf)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.shift = 2.0 if kind == "nan" else 0.0
+        self.scale = 1.0 if kind == "nan" else 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.flatten(1)[:, :3]
+        return torch.log(self.scale * z - self.shift)
+
+
+def _crc_broken(src: Path, dst: Path, member_suffix: str) -> Path:
+    import zipfile
+
+    raw = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(member_suffix))
+    name_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_len = int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    raw[info.header_offset + 30 + name_len + extra_len] ^= 0xFF
+    dst.write_bytes(bytes(raw))
+    return dst
+
+
+def hostile_files(d: Path, good: Path, extra: dict[str, str]) -> dict[str, str]:
+    """Fixture files for the issue-18 cases: hostile checkpoints, broken data, forged partials."""
+    import io
+    import json
+    import zipfile
+
+    from safetensors.torch import save_file
+
+    out: dict[str, str] = {}
+    meta = ModelMetadata(input_shape=SHAPE)
+    marker = d / "PWNED"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(d / "pt2_pickle.pt2", "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("data/sample_inputs/model.pt"):
+                buf = io.BytesIO()
+                torch.save(((Payload(str(marker)),), {}), buf)
+                data = buf.getvalue()
+            zout.writestr(info.filename, data)
+    out["pt2_pickle"] = str(d / "pt2_pickle.pt2")
+    out["pt2_crc"] = str(_crc_broken(good, d / "pt2_crc.pt2", "weight_0"))
+    torch.save({"lipcert_format": 1, "state_dict": Tiny().state_dict(), "metadata": {},
+                "architecture": {"class": "os:system", "kwargs": {"command": f"touch {marker}"}}}, d / "sd_os.pt")
+    out["sd_os_system"] = str(d / "sd_os.pt")
+    save_file(Tiny().state_dict(), str(d / "st_os.safetensors"), metadata={
+        "lipcert_architecture": json.dumps({"class": "os:system", "kwargs": {"command": f"touch {marker}"}})})
+    out["st_os_system"] = str(d / "st_os.safetensors")
+    save_file(Tiny().state_dict(), str(d / "st_bad.safetensors"), metadata={"lipcert_architecture": "{oops"})
+    out["st_bad_json"] = str(d / "st_bad.safetensors")
+    w = torch.eye(4)[:3].clone()
+    w[1, 1] = float("nan")
+    out["nan_pt2"] = str(save_model(Affine(w), d / "nan.pt2", meta, example_input=torch.zeros(2, *SHAPE)))
+    for kind in ("nan", "inf"):
+        out[f"{kind}_logits"] = str(save_model(NonFinite(kind), d / f"{kind}_logits.pt2", meta,
+                                               example_input=torch.zeros(2, *SHAPE)))
+    x = np.zeros((4, 1, 2, 2), dtype=np.float32)
+    np.savez(d / "ok.npz", x=x, y=np.array([0, 1, 2, 0]))
+    raw = (d / "ok.npz").read_bytes()
+    (d / "npz_truncated.npz").write_bytes(raw[: len(raw) // 2])
+    out["npz_truncated"] = str(d / "npz_truncated.npz")
+    out["npz_crc"] = str(_crc_broken(d / "ok.npz", d / "npz_crc.npz", "x.npy"))
+    np.savez(d / "npz_strings.npz", x=np.array(["a", "b", "c", "d"]), y=np.array([0, 1, 2, 0]))
+    out["npz_strings"] = str(d / "npz_strings.npz")
+    np.savez(d / "npz_huge.npz", x=x, y=np.array([0, 1, 2, 1e20]))
+    out["npz_huge_labels"] = str(d / "npz_huge.npz")
+    torch.save({"images": torch.zeros(4, 1, 2, 2)}, d / "pt_dict.pt")
+    torch.save("just a string", d / "pt_string.pt")
+    out.update(pt_dict=str(d / "pt_dict.pt"), pt_string=str(d / "pt_string.pt"))
+    (d / "idx").mkdir()
+    (d / "idx" / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03\x00\x00")
+    (d / "idx" / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x01\x00")
+    out["idx_bad"] = str(d / "idx")
+    (d / "png" / "cat").mkdir(parents=True)
+    (d / "png" / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    out["png_bad"] = str(d / "png")
+    out.update(_partials(d, good))
+    out.update(_bad_suites(d, good))
+    return out
+
+
+def _partials(d: Path, good: Path) -> dict[str, str]:
+    import json
+
+    common = ["certify", str(good), "--data", str(d / "data.npz"), "--norm", "l2", "--eps", "0.1", "-q"]
+    res = CliRunner().invoke(main, [*common, "--certificate", "l2-multi", "--assume-lipschitz",
+                                    "--json", str(d / "assumed.json")])
+    assert res.exit_code == 0, res.stderr
+    res = CliRunner().invoke(main, [*common, "--json", str(d / "plain.json")])
+    assert res.exit_code == 0, res.stderr
+    plain = json.loads((d / "plain.json").read_text())
+    uneven = json.loads(json.dumps(plain))
+    uneven["per_example"]["radius"].pop()
+    forged = json.loads(json.dumps(plain))
+    forged["per_example"]["radius"][0] = 99.0
+    out = {"assumed_json": str(d / "assumed.json")}
+    for name, value in (("uneven_json", uneven), ("forged_radius_json", forged)):
+        (d / f"{name}.json").write_text(json.dumps(value))
+        out[name] = str(d / f"{name}.json")
+    acc = json.loads(json.dumps(plain))
+    acc["clean_accuracy"] = 7.5
+    (d / "acc_7_5.json").write_text(json.dumps(acc))
+    acc["clean_accuracy"] = "high"
+    acc["results"][0]["certified_accuracy"] = "most"
+    acc["median_radius"] = "big"
+    (d / "acc_string.json").write_text(json.dumps(acc))
+    out.update(acc_7_5_json=str(d / "acc_7_5.json"), acc_string_json=str(d / "acc_string.json"))
+    return out
+
+
+def _bad_suites(d: Path, good: Path) -> dict[str, str]:
+    head = f"model: {good}\nnorm: l2\ndata: {d / 'data.npz'}\n"
+    levels = "abcdefghi"
+    laughs = f"model: {good}\nnorm: l2\neps:\n  a: &a [" + ", ".join(["lol"] * 9) + "]\n" + "".join(
+        f"  {c}: &{c} [" + ", ".join([f"*{p}"] * 9) + "]\n" for p, c in zip(levels, levels[1:]))
+    texts = {
+        "suite_batch_zero": head + "batch_size: 0\n",
+        "suite_batch_zero_ok": head + "attacks: false\nlipschitz: false\n",
+        "suite_batch_negative": head + "batch_size: -4\n",
+        "suite_delegate": head + "analysis: {delegate_accuracy: 5}\n",
+        "suite_seed": head + "seed: 99999999999999999999999\n",
+        "suite_laughs": laughs,  # 9**9 strings once expanded: a repr would never finish
+        "suite_gate_percent": head + "gates: {min_clean_accuracy: 75}\n",
+        "gates_percent": "min_clean_accuracy: 75\n",
+    }
+    out = {}
+    for name, text in texts.items():
+        (d / f"{name}.yaml").write_text(text)
+        out[name] = str(d / f"{name}.yaml")
+    return out
+
+
 @pytest.mark.parametrize("case", CASES, ids=repr)
-def test_catalogue(case: Case, files, tmp_path):
+def test_catalogue(case: Case, files, tmp_path, monkeypatch):
     if case.id == "cuda-missing" and torch.cuda.is_available():
         pytest.skip("CUDA is available")
+    if case.full_disk:
+        import errno
+
+        from matplotlib.backends.backend_pdf import PdfPages
+
+        def full(*_a, **_k):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(PdfPages, "savefig", full)
     out = tmp_path / "result.json"
-    argv = [a.format(**files) for a in case.argv]
+    argv = [a.format(**files, result=str(out)) for a in case.argv]
     if case.out not in argv:
         argv += [case.out, str(out)]
     res = CliRunner().invoke(main, argv)
