@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from certify import __version__
+from certify._version import __version__
 from certify.certificates import CertificatePlan, batch_sizes_for, model_num_classes, parse_eps, plan_certificate
 from certify.checkpoint import LoadedModel
 from certify.data import Dataset, ProgressFn, check_against_model

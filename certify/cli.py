@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import __version__
+from ._version import __version__
 from .defaults import (
     DEFAULT_ATTACK_STEPS,
     DEFAULT_ATTACKS,
@@ -300,14 +300,19 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
             device: str, seed: int, json_path: str | None, quiet: bool, per_example_path: str | None,
             resume_path: str | None) -> None:
     """Certified radii from confidence gaps: lipcert certify model.pt --norm l2 --eps 1.5"""
+    from .device import check_device_spec
+    from .threat import parse_eps
+
+    check_positive("--batch-size", batch_size)
+    eps_values = parse_eps(list(eps))
+    check_device_spec(device)  # usage errors before the heavy imports below
+
     from .certificates import certify as run_certify
-    from .certificates import parse_eps, resume_examples
+    from .certificates import resume_examples
     from .device import resolve_device, seed_everything
     from .io import write_text_atomic
     from .render import certify_json, certify_table, examples_csv, flags_table
 
-    check_positive("--batch-size", batch_size)
-    eps_values = parse_eps(list(eps))
     dev = resolve_device(device)
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
@@ -451,12 +456,8 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     Attacks: apgd-ce, apgd-dlr, apgd-t, pgd, pgd-margin, l2-pgd, linf-pgd (native, early
     stop), fb-pgd, fgsm, cw, deepfool, fmn, ddn (foolbox), hsj (black-box HopSkipJump).
     """
-    from attacks import evaluate, resume_state
-
-    from .certificates import parse_eps
-    from .device import resolve_device, seed_everything
-    from .errors import CertificateViolation
-    from .render import attack_examples_csv, attack_json, attack_table, flags_table, iteration_scaling_table
+    from .device import check_device_spec
+    from .threat import parse_eps
 
     check_positive("--batch-size", batch_size)
     check_positive("--restarts", restarts)
@@ -466,6 +467,14 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     names = parse_names(attack_names)
     if attack_names and names is None:  # e.g. --attacks ","
         names = ()
+    check_device_spec(device)  # usage errors before the heavy imports below
+
+    from attacks import evaluate, resume_state
+
+    from .device import resolve_device, seed_everything
+    from .errors import CertificateViolation
+    from .render import attack_examples_csv, attack_json, attack_table, flags_table, iteration_scaling_table
+
     dev = resolve_device(device)
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
@@ -544,7 +553,7 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
 
 
 def parse_eps_allow_zero(values: Sequence[str]) -> tuple[float, ...] | None:
-    from .certificates import parse_number
+    from .threat import parse_number
     from .errors import BadInputError
 
     if not values:

@@ -88,7 +88,7 @@ class Dataset:
             yield lo, x, y
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> "Dataset":
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.x.device)
         return Dataset(self.x[idx], self.y[idx], self.source, self.split, self.class_names)
 
     def float_tensor(self) -> torch.Tensor:
@@ -315,7 +315,7 @@ def _is_npz(p: Path) -> bool:
 
 
 def _to_nchw(x: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
-    t = torch.as_tensor(x)
+    t = torch.as_tensor(x, device="cpu")  # datasets live on the CPU; batches move to the run's device
     if t.dim() == 3:
         t = t.unsqueeze(1)
     elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
@@ -328,7 +328,7 @@ def _to_nchw(x: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
 
 
 def _labels(y: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
-    t = torch.as_tensor(y)
+    t = torch.as_tensor(y, device="cpu")
     if t.is_floating_point():
         if not torch.equal(t, t.round()):
             raise BadInputError(f"{where}: labels must be integers")

@@ -56,7 +56,7 @@ class EmpiricalEstimates:
 def _jacobian_spectral(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, iterations: int,
                        gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example ‖J(x)‖₂ and the top right singular vector (examples are independent)."""
-    v = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+    v = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device).to(x.device)
     v = v / v.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
     _, vjp = torch.func.vjp(fn, x)
     sigma = torch.zeros(x.shape[0], device=x.device)
@@ -127,7 +127,7 @@ def local_search(model: Callable[[torch.Tensor], torch.Tensor], data: Dataset, s
     x0, _ = data.subset(idx).batch(0, k, device)
     best, x = spectral[idx].clone().to(x0.device), x0.clone()
     for _ in range(steps):
-        cand = x + (radius / 4) * torch.randn(x.shape, generator=gen).to(x.device)
+        cand = x + (radius / 4) * torch.randn(x.shape, generator=gen, device=gen.device).to(x.device)
         cand = _ascend(model, cand, iterations, gen, radius / 4)
         cand = torch.max(torch.min(cand, x0 + radius), x0 - radius).clamp(*bounds)
         sigma, _ = _jacobian_spectral(model, cand, iterations, gen)
