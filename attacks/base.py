@@ -219,7 +219,7 @@ def _one_batch(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tenso
 
 def _concat(parts: list[AttackOutcome], x: torch.Tensor) -> AttackOutcome:
     if not parts:
-        empty = torch.empty(0)
+        empty = torch.empty(0, device="cpu")
         return AttackOutcome(x[:0].float(), empty.bool(), empty.double())
     return AttackOutcome(torch.cat([p.x_adv for p in parts]), torch.cat([p.success for p in parts]),
                          torch.cat([p.distance for p in parts]))

@@ -22,7 +22,7 @@ from .checkpoint import LoadedModel
 from .data import Dataset, ProgressFn, check_against_model
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import BadInputError, LipschitzUnverifiedError, RuntimeFailure
-from .device import certificate_precision, is_out_of_memory, smaller_batch
+from .device import certificate_precision, is_out_of_memory, run_device, smaller_batch
 from .flags import Flag, check_outputs, check_training_mode
 from .margins import (
     CERTIFICATES,
@@ -264,7 +264,7 @@ def certify(
     lipschitz_constant: float | None = None,
     assume_lipschitz: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     seed: int | None = None,
     progress: ProgressFn | None = None,
     resume: Examples | None = None,
@@ -276,7 +276,7 @@ def certify(
     same model and data) skips the examples already done.
     """
     eps_t = parse_eps(list(eps))
-    device = torch.device(device)
+    device = run_device(model.module, device)  # None: the model's device; another one is refused
     start = time.perf_counter()
     meta = model.metadata
     check_against_model(data, meta.input_shape, meta.bounds, None)
@@ -333,8 +333,9 @@ def _run_batches(model: LoadedModel, data: Dataset, plan: CertificatePlan, batch
     except KeyboardInterrupt:
         partial = True
     empty = {"label": torch.long, "prediction": torch.long}
-    cols = {k: (torch.cat(v) if v else torch.empty(0, dtype=empty.get(k, torch.float64))) for k, v in chunks.items()}
-    cols["index"] = torch.arange(start, done)
+    cols = {k: (torch.cat(v) if v else torch.empty(0, dtype=empty.get(k, torch.float64), device=device))
+            for k, v in chunks.items()}
+    cols["index"] = torch.arange(start, done, device=device)
     return cols, partial
 
 

@@ -359,12 +359,11 @@ def lipschitz(model: str, arch: str | None, arch_kwargs: str | None, trust_check
     check_positive("--limit", limit)
     dev = resolve_device(device)
     seed_everything(seed)
-    loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, "cpu")
+    loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
     data = load_dataset_for_lipschitz(loaded, data_source, data_root, split, limit)
     report = analyse(loaded, norm=norm, input_shape=data.input_shape if data is not None else None)
     empirical = None
     if data is not None:
-        loaded.module.to(dev)
         with progress_bar("estimates", len(data), quiet) as progress:
             empirical = empirical_estimates(loaded.module, data, bounds=loaded.metadata.bounds, device=dev,
                                             seed=seed, progress=progress)

@@ -391,4 +391,4 @@ def load_image_folder(root: str | os.PathLike[str], split: str) -> Dataset:
     if len(shapes) > 1:
         raise BadInputError(f"image folder {str(root)!r}: images have different sizes {sorted(shapes)[:3]}")
     x = np.stack(xs)
-    return Dataset(_to_nchw(x, str(root)), torch.tensor(ys), str(root), split, tuple(classes))
+    return Dataset(_to_nchw(x, str(root)), torch.tensor(ys, device="cpu"), str(root), split, tuple(classes))

@@ -94,9 +94,15 @@ def empirical_estimates(model: Callable[[torch.Tensor], torch.Tensor], data: Dat
                         iterations: int = ESTIMATE_POWER_ITERATIONS, batch_size: int = ESTIMATE_BATCH_SIZE,
                         local_points: int = LOCAL_SEARCH_POINTS, local_steps: int = LOCAL_SEARCH_STEPS,
                         local_radius: float = LOCAL_SEARCH_RADIUS, bounds: tuple[float, float] = (0.0, 1.0),
-                        device: torch.device | str = "cpu", seed: int = 0,
+                        device: torch.device | str | None = None, seed: int = 0,
                         progress: ProgressFn | None = None) -> EmpiricalEstimates:
-    """Empirical lower bounds on ``data`` (see the module docs)."""
+    """Empirical lower bounds on ``data`` (see the module docs); ``device=None``: the model's."""
+    if isinstance(model, torch.nn.Module):
+        from .device import run_device
+
+        device = run_device(model, device)
+    elif device is None:
+        raise BadInputError("empirical_estimates: pass device= for a model that is not an nn.Module")
     import time
 
     start = time.perf_counter()

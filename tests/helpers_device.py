@@ -36,10 +36,9 @@ class ImplicitDevice(AssertionError):
 
 
 def _caller() -> Any:
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(str(Path(torch.__file__).parent)):
-        frame = frame.f_back
-    return frame
+    """The frame that called the factory (factories are C functions: no frame of their own).
+    Factory calls made inside torch (``torch.export.load``, ...) have a torch frame here and pass."""
+    return sys._getframe(3)
 
 
 class ExplicitDeviceMode(TorchFunctionMode):

@@ -70,6 +70,8 @@ class CertifiedForward:
         for node in self.order:
             args = torch.fx.node.map_arg(node.args, value)
             kwargs = torch.fx.node.map_arg(node.kwargs, value)
+            if isinstance(kwargs.get("device"), torch.device):  # a factory traced on another device
+                kwargs = {**kwargs, "device": x.device}
             out = node.target(*args, **kwargs)
             env[node] = out
             if node in self.keys:

@@ -88,7 +88,7 @@ def derived_slack(value32: object, value64: object) -> float:
     if not isinstance(value32, torch.Tensor) or not value32.is_floating_point():
         return 0.0
     a = value32.detach().to(torch.float64)
-    b = torch.as_tensor(value64).detach().to(device=a.device, dtype=torch.float64)
+    b = torch.as_tensor(value64, device=a.device).detach().to(device=a.device, dtype=torch.float64)
     if a.shape != b.shape or not bool(torch.isfinite(a).all()):
         return DERIVED_DEFAULT
     scale = float(b.abs().max()) if b.numel() else 0.0
