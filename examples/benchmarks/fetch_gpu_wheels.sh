@@ -11,8 +11,10 @@ DIR="${1:?usage: $0 DIR [--python-version X.Y]}"; shift
 PYVER="$(python -c 'import sys; print(f"{sys.version_info.major}.{sys.version_info.minor}")')"
 [ "${1:-}" = "--python-version" ] && PYVER="$2"
 mkdir -p "$DIR"
-# --no-deps with an explicit list: pip would otherwise fetch torch (gigabytes) as a dependency.
-PACKAGES=(foolbox eagerpy GitPython gitdb smmap torchattacks pyautoattack requests typing-extensions)
+# --no-deps with an explicit list: pip would otherwise fetch torch and torchvision (gigabytes) as dependencies;
+# gpu_check.sh installs each one that is missing with --no-deps too.
+PACKAGES=(foolbox eagerpy GitPython gitdb smmap torchattacks pyautoattack tqdm requests typing-extensions
+          urllib3 idna charset-normalizer certifi)
 python -m pip download --no-deps --only-binary=:all: --python-version "$PYVER" --dest "$DIR" "${PACKAGES[@]}" \
   || python -m pip download --no-deps --dest "$DIR" "${PACKAGES[@]}"
 ls -1 "$DIR"

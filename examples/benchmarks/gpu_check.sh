@@ -41,10 +41,12 @@ else
 fi
 
 if [ -n "$WHEELS" ]; then
-  for pkg in foolbox torchattacks pyautoattack; do
-    mod="$pkg"; [ "$pkg" = pyautoattack ] && mod=pyautoattack
+  # module:package, dependencies first; --no-deps so nothing already installed (torch, numpy, requests) changes
+  for pair in smmap:smmap gitdb:gitdb git:GitPython typing_extensions:typing-extensions requests:requests \
+              eagerpy:eagerpy foolbox:foolbox tqdm:tqdm torchattacks:torchattacks pyautoattack:pyautoattack; do
+    mod="${pair%%:*}" pkg="${pair#*:}"
     if ! "$PY" -c "import $mod" 2>/dev/null; then
-      "$PY" -m pip install --no-index --find-links "$WHEELS" "$pkg" >>"$OUT/pip.log" 2>&1 \
+      "$PY" -m pip install --no-index --no-deps --find-links "$WHEELS" "$pkg" >>"$OUT/pip.log" 2>&1 \
         || echo "note: could not install $pkg from $WHEELS (see $OUT/pip.log)" >&2
     fi
   done
