@@ -531,15 +531,20 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
             data_source: str | None, data_root: str | None, split: str, limit: int | None, batch_size: int,
             device: str, seed: int, json_path: str | None, quiet: bool) -> None:
     """Certify, attack and analyse one model: lipcert analyze model.pt2 --norm l2 --json results.json"""
+    from .device import check_device_spec
+
+    check_positive("--batch-size", batch_size)
+    eps_values, steps = parse_eps_allow_zero(eps), _int_list("--steps", steps_text)
+    check_device_spec(device)  # usage errors before the heavy imports below
+
     from .device import resolve_device, seed_everything
     from .pipeline import AnalyzeOptions, analyze as run_analyze
     from .render import analysis_tables, flags_table_json
 
-    check_positive("--batch-size", batch_size)
     dev = resolve_device(device)
     seed_everything(seed)
-    opts = AnalyzeOptions(norm=norm, eps=parse_eps_allow_zero(eps), attacks=parse_names(attack_names),
-                          steps=_int_list("--steps", steps_text), restarts=restarts, certificate=certificate,
+    opts = AnalyzeOptions(norm=norm, eps=eps_values, attacks=parse_names(attack_names),
+                          steps=steps, restarts=restarts, certificate=certificate,
                           lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
                           batch_size=batch_size, device=dev, seed=seed, argv=tuple(sys.argv[1:]))
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
