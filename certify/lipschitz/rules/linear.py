@@ -127,8 +127,11 @@ def matmul(a: Analyser, b: Bound) -> Var:
 _CONV_ARGS = {"input": VAR, "weight": CONST, "bias": CONST, "stride": CONST, "padding": CONST, "dilation": CONST,
               "groups": CONST}
 _CONVOLUTION_ARGS = dict(_CONV_ARGS, transposed=eq(False), output_padding=CONST)
+# ``allow_tf32`` only reaches cuDNN, which certify.device.certificate_precision switches off for every
+# certificate forward pass (TorchScript graphs pass True); the other kernels follow the global
+# matmul precision, which it sets to "highest".
 _CUDNN_ARGS = dict(_CONVOLUTION_ARGS, benchmark=NO_EFFECT, deterministic=NO_EFFECT, cudnn_enabled=NO_EFFECT,
-                   allow_tf32=eq(False))
+                   allow_tf32=NO_EFFECT)
 
 
 def _conv_batch(a: Analyser, b: Bound) -> bool:

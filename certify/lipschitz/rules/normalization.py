@@ -14,7 +14,11 @@ from .common import leading
 
 
 def _channels(a: Analyser, b: Bound) -> bool:
-    return leading(a, b) and a.env[b.raw["input"]].dim() >= 2
+    """Per-example on (N, C, …) inputs; of a tuple result only the normalised tensor carries the batch
+    (the saved statistics are empty in eval mode, and nothing may read them: see ``native_batch_norm``)."""
+    x = a.env[b.raw["input"]]
+    out = b.out[0] if isinstance(b.out, (tuple, list)) else b.out
+    return a.batch_leading(x) and a.batch_leading(out) and x.dim() >= 2
 
 
 def _eps(value: object) -> None:
