@@ -53,7 +53,8 @@ if [ -n "$WHEELS" ]; then
 fi
 
 DEVICE_NAME=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() and '$DEVICE' == 'cuda' else 'CPU (dry run)')")
-CPU_INFO="$(nproc) CPU cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+CORES="$(getconf _NPROCESSORS_ONLN)"  # not nproc: it follows OMP_NUM_THREADS
+CPU_INFO="$CORES CPU cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 START=$SECONDS
 
 step() {  # step NAME TIMEOUT CMD...: run, log, and record pass/fail plus wall time
@@ -69,7 +70,7 @@ step() {  # step NAME TIMEOUT CMD...: run, log, and record pass/fail plus wall t
 }
 
 : >"$OUT/steps.md"; : >"$OUT/rows.md"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$CORES}"
 if [ "$DRY" = 1 ]; then
   step pytest-gpu 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
 else
