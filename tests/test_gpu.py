@@ -49,7 +49,9 @@ def both(tmp_path, *args: str) -> tuple[dict, dict]:
 def test_certify_matches_cpu(tmp_path, model, norm, eps):
     cpu, gpu = both(tmp_path, "certify", model, "--data", "demo", "--norm", norm, "--eps", ",".join(eps))
     r_cpu, r_gpu = (np.asarray(d["per_example"]["radius"], dtype=np.float64) for d in (cpu, gpu))
-    assert np.allclose(r_gpu, r_cpu, rtol=RADIUS_RTOL, atol=0), np.max(np.abs(r_gpu - r_cpu) / np.abs(r_cpu))
+    # relative to the radius, and to 1 below 1: a radius near 0 moves with the float32 noise of its gap
+    scale = np.maximum(np.abs(r_cpu), 1.0)
+    assert bool(np.all(np.abs(r_gpu - r_cpu) <= RADIUS_RTOL * scale)), float(np.max(np.abs(r_gpu - r_cpu) / scale))
     assert cpu["clean_accuracy"] == gpu["clean_accuracy"]
     for a, b in zip(cpu["results"], gpu["results"]):
         e = a["eps"]
