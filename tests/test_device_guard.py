@@ -25,7 +25,7 @@ from .helpers_device import FACTORIES, ROOT, ImplicitDevice, explicit_devices
 L2NNN = str(ROOT / "examples/models/fmnist_l2nnn.pt2")
 CNN = str(ROOT / "examples/models/fmnist_baseline.pt2")
 LINF = str(ROOT / "examples/models/fmnist_linf_dist.pt2")
-QUICK = ("--data", "demo", "--limit", "16", "--batch-size", "8", "--device", "cpu", "-q")
+QUICK = ("--data", "demo", "--limit", "12", "--batch-size", "6", "--device", "cpu", "-q")
 
 COMMANDS = {
     "certify-l2": ("certify", L2NNN, "--norm", "l2", "--eps", "0.1", *QUICK),
