@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from certify.device import certificate_precision
 from certify.errors import BadInputError, RuntimeFailure
 
 NORMS = ("l2", "linf")
@@ -80,6 +81,14 @@ def predict(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> t
     return model(x).argmax(dim=1)
 
 
+@torch.no_grad()
+def checked_predict(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The prediction that decides success: full float32 (no TF32, no autocast), as behind a certificate,
+    so a GPU's reduced-precision defaults can neither invent nor hide an adversarial example."""
+    with certificate_precision(x.device):
+        return model(x).argmax(dim=1)
+
+
 # --------------------------------------------------------------------------- base classes
 
 
@@ -121,7 +130,7 @@ class FixedEpsilonAttack(Attack):
         gen = _generator(seed, x.device)
         candidate = self.run(model, x, y, norm=norm, eps=eps_t, bounds=bounds, generator=gen).detach()
         x_adv = clip(x + project(candidate.to(x.dtype) - x, eps_t, norm), bounds)
-        success = predict(model, x_adv) != y
+        success = checked_predict(model, x_adv) != y
         dist = torch.minimum(lp_norm(x_adv - x, norm), eps_t)  # the ball is the claim; ignore float dust
         return AttackOutcome(x_adv, success, torch.where(success, dist, torch.full_like(dist, float("inf"))))
 
@@ -142,7 +151,7 @@ class MinimizationAttack(Attack):
         self.check_norm(norm)
         gen = _generator(seed, x.device)
         x_adv = clip(self.run(model, x, y, norm=norm, bounds=bounds, generator=gen).detach().to(x.dtype), bounds)
-        success = predict(model, x_adv) != y
+        success = checked_predict(model, x_adv) != y
         dist = lp_norm(x_adv - x, norm)
         return AttackOutcome(x_adv, success, torch.where(success, dist, torch.full_like(dist, float("inf"))))
 
@@ -219,7 +228,7 @@ def _one_batch(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tenso
 
 def _concat(parts: list[AttackOutcome], x: torch.Tensor) -> AttackOutcome:
     if not parts:
-        empty = torch.empty(0)
+        empty = torch.empty(0, device="cpu")
         return AttackOutcome(x[:0].float(), empty.bool(), empty.double())
     return AttackOutcome(torch.cat([p.x_adv for p in parts]), torch.cat([p.success for p in parts]),
                          torch.cat([p.distance for p in parts]))

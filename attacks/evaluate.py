@@ -31,7 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from certify import __version__
+from certify._version import __version__
+from certify.device import run_device
 from certify.certificates import CertificatePlan, batch_sizes_for, model_num_classes, parse_eps, plan_certificate
 from certify.checkpoint import LoadedModel
 from certify.data import Dataset, ProgressFn, check_against_model
@@ -272,7 +273,7 @@ def evaluate(
     min_distance: bool = True,
     cascade: bool = DEFAULT_CASCADE,
     batch_size: int = DEFAULT_ATTACK_BATCH_SIZE,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     seed: int = DEFAULT_SEED,
     progress: ProgressFn | None = None,
     resume: AttackResume | None = None,
@@ -295,7 +296,7 @@ def evaluate(
     eps_t = parse_eps(list(eps))
     steps_t = _check_args(norm, steps, restarts, check_certificates, batch_size)
     specs = _resolve_attacks(attacks, norm, min_distance)
-    dev = _device(device)
+    dev = run_device(model.module, device)  # None: the model's device; another one is refused
     start = time.perf_counter()
     _check_eps_scale(norm, eps_t, model.metadata.bounds)
     num_classes, flags = model_num_classes(model, data, dev)
@@ -450,14 +451,6 @@ def _resolve_attacks(names: Sequence[str] | None, norm: str, min_distance: bool)
     return specs
 
 
-def _device(device: torch.device | str) -> torch.device:
-    if isinstance(device, str):
-        from certify.device import resolve_device
-
-        return resolve_device(device)
-    return device
-
-
 def _plan(model: LoadedModel, norm: str, certificate: str, assume: bool, certify_first: bool, check: int,
           input_dim: int, batch_sizes: tuple[int, ...]) -> tuple[CertificatePlan | None, tuple[str, ...]]:
     if not certify_first and not check:
@@ -583,7 +576,7 @@ def _check_certificates(run: _Run, radius: np.ndarray, count: int, specs: list[t
         return 0
     rng = np.random.default_rng(run.seed)
     idx = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
-    eps = torch.zeros(len(run.y), dtype=torch.float64)
+    eps = torch.zeros(len(run.y), dtype=torch.float64, device="cpu")  # run_batched moves each batch
     eps[torch.from_numpy(idx)] = torch.from_numpy(CHECK_EPS_FRACTION * radius[idx])
     strong = [("check:pgd", PGD(steps=DEFAULT_CHECK_STEPS, restarts=DEFAULT_CHECK_RESTARTS)),
               ("check:pgd-margin", MarginPGD(steps=DEFAULT_CHECK_STEPS, restarts=DEFAULT_CHECK_RESTARTS)),

@@ -22,6 +22,7 @@ from certify.defaults import (
 from certify.errors import BadInputError
 
 from .base import Bounds, FixedEpsilonAttack, clip, predict, project
+from .early_stop import early_stop_for
 
 LOSSES = ("ce", "margin", "dlr")
 
@@ -59,7 +60,8 @@ def _ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
 
 
 class PGD(FixedEpsilonAttack):
-    """Projected gradient ascent on ``loss`` with early stop and batch compaction.
+    """Projected gradient ascent on ``loss`` with early stop and batch compaction, as suits the device
+    (:mod:`attacks.early_stop`: every step on the CPU, now and then on a GPU).
 
     ``stepsize = abs_stepsize`` if given, else ``rel_stepsize · ε``
     (default per norm in :data:`certify.defaults.DEFAULT_PGD_REL_STEPSIZE`).
@@ -112,22 +114,41 @@ class PGD(FixedEpsilonAttack):
         xs, ys, es, alpha = x0, y, eps, self.stepsize(eps, norm)
         uniform = (float(eps[0]), float(alpha[0])) if bool((eps == eps[0]).all()) else None
         xa = clip(x0 + random_start(x0, eps * start, norm, gen), bounds) if self.random_start else x0.clone()
-        for _ in range(self.steps):
+        policy = early_stop_for(x0.device) if self.early_stop else None
+        eager = policy is not None and policy.eager
+        # deferred early stop (GPU): each point's first adversarial iterate, kept without a sync
+        done = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device) if policy and not eager else None
+        first = xa.clone() if done is not None else None
+        for step in range(self.steps):
             xa = xa.detach().requires_grad_(True)
             logits = model(xa)
             keep = None
-            if self.early_stop:
+            if eager:
                 hit = logits.detach().argmax(dim=1) != ys
                 if bool(hit.any()):
                     out[idx[hit]], found[idx[hit]] = xa.detach()[hit], True
                     keep = ~hit
                     if not bool(keep.any()):
                         return out, found
+            elif done is not None and first is not None and policy is not None:
+                hit = logits.detach().argmax(dim=1) != ys
+                first = torch.where((hit & ~done).view(-1, *([1] * (xa.dim() - 1))), xa.detach(), first)
+                done = done | hit
+                if policy.looks_at(step):
+                    running = int((~done).sum())  # the one sync
+                    if running == 0:
+                        out[idx], found[idx] = first, True
+                        return out, found
+                    if running < done.numel() and running <= policy.compact_below * done.numel():
+                        out[idx[done]], found[idx[done]] = first[done], True
+                        keep = ~done
             losses = attack_loss(logits, ys, self.loss)
             grad, = torch.autograd.grad(losses.sum() if keep is None else losses[keep].sum(), xa)
             xa = xa.detach()
             if keep is not None:
                 idx, xs, ys, es, alpha, xa, grad = (t[keep] for t in (idx, xs, ys, es, alpha, xa, grad))
+                if done is not None and first is not None:
+                    done, first = done[keep], first[keep]
             if uniform is not None:  # one ε for the whole batch: scalar kernels, no broadcasting
                 step = _ascent_direction(grad, norm).mul_(uniform[1])
                 delta = (xa + step - xs)
@@ -136,6 +157,10 @@ class PGD(FixedEpsilonAttack):
                 step = _ascent_direction(grad, norm) * alpha.to(xa.dtype).view(-1, *([1] * (xa.dim() - 1)))
                 delta = project(xa + step - xs, es, norm)
             xa = (xs + delta).clamp_(bounds[0], bounds[1])
+        if done is not None and first is not None:
+            out[idx] = torch.where(done.view(-1, *([1] * (xa.dim() - 1))), first, xa.detach())
+            found[idx] = done
+            return out, found
         out[idx] = xa.detach()
         return out, found
 

@@ -11,20 +11,43 @@ Library use::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import Any
 
-from .certificates import CertificatePlan, CertifyReport, EpsResult, Examples, certify, plan_certificate  # noqa: E402
-from .checkpoint import Architecture, LipschitzClaim, LoadedModel, ModelMetadata, load_model, save_model  # noqa: E402
-from .data import Dataset, load_dataset  # noqa: E402
-from .errors import BadInputError, CertificateViolation, GateFailed, LipcertError, RuntimeFailure  # noqa: E402
-from .margins import CERTIFICATES, logit_stats, radius_from_gap  # noqa: E402
-from .analysis import (  # noqa: E402
-    Analysis, PerExample, analyse_examples, error_curve, gap_bins, hybrid_curve, margin_histograms,
-    median_distance, singular_value_spreads,
-)
-from .pipeline import AnalyzeOptions, analyze, ensure_analysis  # noqa: E402
-from .gate import GateConfig, GateReport, GateResult, evaluate_gates, load_gate_config  # noqa: E402
-from .suite import Suite, SuiteRun, load_suite, run_suite  # noqa: E402
+from ._version import __version__
+
+#: Public name → the module that owns it.  Imported on first use (PEP 562), so
+#: ``import certify`` and ``lipcert --help`` stay free of torch (CONVENTIONS item 15).
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["CertificatePlan", "CertifyReport", "EpsResult", "Examples", "certify", "plan_certificate"],
+                    "certificates"),
+    **dict.fromkeys(["Architecture", "LipschitzClaim", "LoadedModel", "ModelMetadata", "load_model", "save_model"],
+                    "checkpoint"),
+    **dict.fromkeys(["Dataset", "load_dataset"], "data"),
+    **dict.fromkeys(["BadInputError", "CertificateViolation", "GateFailed", "LipcertError", "RuntimeFailure"],
+                    "errors"),
+    **dict.fromkeys(["CERTIFICATES", "logit_stats", "radius_from_gap"], "margins"),
+    **dict.fromkeys(["Analysis", "PerExample", "analyse_examples", "error_curve", "gap_bins", "hybrid_curve",
+                     "margin_histograms", "median_distance", "singular_value_spreads"], "analysis"),
+    **dict.fromkeys(["AnalyzeOptions", "analyze", "ensure_analysis"], "pipeline"),
+    **dict.fromkeys(["GateConfig", "GateReport", "GateResult", "evaluate_gates", "load_gate_config"], "gate"),
+    **dict.fromkeys(["Suite", "SuiteRun", "load_suite", "run_suite"], "suite"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'certify' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "__version__",
@@ -51,11 +74,14 @@ def write_pdf(results: list, path: str) -> int:  # type: ignore[type-arg]
     """Write the PDF report of one or several combined results dicts; returns the page count."""
     from .report import write_pdf as _write
 
+    from .pipeline import ensure_analysis
+
     return _write([ensure_analysis(r) for r in results], path)
 
 
 def report_markdown(results: list) -> str:  # type: ignore[type-arg]
     """The Markdown summary of one or several combined results dicts."""
+    from .pipeline import ensure_analysis
     from .report import markdown
 
     return markdown([ensure_analysis(r) for r in results])

@@ -272,16 +272,23 @@ def margin_histograms(test: np.ndarray, train: np.ndarray | None = None,
                             None if train is None or not train.size else float(np.mean(train)))
 
 
-def label_margins(model: Any, data: Any, *, batch_size: int = 256, device: Any = "cpu") -> np.ndarray:
+def label_margins(model: Any, data: Any, *, batch_size: int = 256, device: Any = None) -> np.ndarray:
     """Float64 label margins y_label − max_{j≠label} y_j of ``model`` on ``data``."""
     return forward_examples(model, data, batch_size=batch_size, device=device).margin
 
 
-def forward_examples(model: Any, data: Any, *, batch_size: int = 256, device: Any = "cpu") -> PerExample:
-    """Labels, predictions, gaps and margins from a forward pass (no certificate: radius nan)."""
+def forward_examples(model: Any, data: Any, *, batch_size: int = 256, device: Any = None) -> PerExample:
+    """Labels, predictions, gaps and margins from a forward pass (no certificate: radius nan).
+    ``device=None``: the model's device."""
     import torch
 
+    from .device import run_device
     from .margins import logit_stats
+
+    if hasattr(getattr(model, "module", model), "parameters"):
+        device = run_device(model, device)
+    elif device is None:
+        device = torch.device("cpu")
 
     cols: dict[str, list[np.ndarray]] = {"label": [], "prediction": [], "gap": [], "margin": []}
     with torch.inference_mode():

@@ -18,12 +18,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
+from .threat import parse_eps, parse_number  # noqa: F401  (re-exported)
 from .checkpoint import LoadedModel
 from .data import Dataset, ProgressFn, check_against_model
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import BadInputError, LipschitzUnverifiedError, RuntimeFailure, short_repr
-from .device import certificate_precision, is_out_of_memory, smaller_batch
+from .device import certificate_precision, is_out_of_memory, run_device, smaller_batch
 from .flags import Flag, check_outputs, check_training_mode
 from .margins import (
     CERTIFICATES,
@@ -265,36 +266,6 @@ def declared_plan(model: LoadedModel, *, norm: str, certificate: str, lipschitz_
 # --------------------------------------------------------------------------- running
 
 
-def parse_eps(values: Sequence[float | str]) -> tuple[float, ...]:
-    """Accept ``[0.5, "1,1.5", "8/255"]``; reject non-positive, non-finite and duplicate values."""
-    out: list[float] = []
-    for v in values:
-        parts = str(v).split(",") if isinstance(v, str) else [v]
-        for part in parts:
-            if isinstance(part, str) and not part.strip():
-                continue
-            try:
-                e = parse_number(part) if isinstance(part, str) else float(part)
-            except (ValueError, ZeroDivisionError):
-                raise BadInputError(f"--eps expects numbers like 0.5 or 0.5,1,1.5; got {part!r}") from None
-            if not (e > 0 and math.isfinite(e)):
-                raise BadInputError(f"--eps must be positive and finite, got {e}")
-            if e in out:
-                raise BadInputError(f"--eps {e} is given twice; list each value once")
-            out.append(e)
-    if not out:
-        raise BadInputError("give at least one --eps value")
-    return tuple(out)
-
-
-def parse_number(text: str) -> float:
-    """'0.5' → 0.5; '8/255' → 0.0313…"""
-    if "/" in text:
-        num, den = text.split("/", 1)
-        return float(num) / float(den)
-    return float(text)
-
-
 def model_num_classes(model: LoadedModel, data: Dataset, device: torch.device) -> tuple[int, list[Flag]]:
     """Run one small batch: check the data fits the model, count outputs, raise sanity flags."""
     x, _ = data.batch(0, min(len(data), 8), device)
@@ -324,7 +295,7 @@ def certify(
     lipschitz_constant: float | None = None,
     assume_lipschitz: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     seed: int | None = None,
     progress: ProgressFn | None = None,
     resume: CertifyResume | None = None,
@@ -342,7 +313,7 @@ def certify(
                                 lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz, seed=seed)
     if resume is not None:
         check_resume_settings(resume.settings, settings)
-    device = torch.device(device)
+    device = run_device(model.module, device)  # None: the model's device; another one is refused
     start = time.perf_counter()
     meta = model.metadata
     check_against_model(data, meta.input_shape, meta.bounds, None)
@@ -437,8 +408,9 @@ def _run_batches(model: LoadedModel, data: Dataset, plan: CertificatePlan, batch
     except KeyboardInterrupt:
         partial = True
     empty = {"label": torch.long, "prediction": torch.long}
-    cols = {k: (torch.cat(v) if v else torch.empty(0, dtype=empty.get(k, torch.float64))) for k, v in chunks.items()}
-    cols["index"] = torch.arange(start, done)
+    cols = {k: (torch.cat(v) if v else torch.empty(0, dtype=empty.get(k, torch.float64), device=device))
+            for k, v in chunks.items()}
+    cols["index"] = torch.arange(start, done, device=device)
     return cols, partial
 
 

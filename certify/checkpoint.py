@@ -170,8 +170,8 @@ class Normalize(nn.Module):
         super().__init__()
         if any(s <= 0 for s in std):
             raise BadInputError(f"normalisation std must be positive, got {std}")
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32, device="cpu").view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32, device="cpu").view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:  # flat inputs: one channel
@@ -433,11 +433,30 @@ def load_model(
     if metadata_overrides:
         meta_raw = {**meta_raw, **dict(metadata_overrides)}
     metadata = ModelMetadata.from_dict(meta_raw)
+    if exported is not None:
+        moved = _program_to(exported, device)
+        if moved is not exported:
+            exported, module = moved, moved.module()
     module = _finalize(module, metadata, exported is not None, device)
     if not metadata.normalization_in_model:
         metadata = dataclasses.replace(metadata, normalization_in_model=True)
     return LoadedModel(module=module, format=fmt, path=str(p), sha256=sha256_of(p),
                        metadata=metadata, exported=exported)
+
+
+def _program_to(ep: Any, device: Any) -> Any:
+    """The exported program on ``device``: weights, constants and the devices written into its graph
+    (``module.to`` would move the weights only), so the analyser and the model run on one device."""
+    dev = torch.device(device)
+    tensors = list(ep.state_dict.values()) + list(ep.constants.values())
+    if all(t.device == dev for t in tensors if isinstance(t, torch.Tensor)) and dev.type == "cpu":
+        return ep
+    from torch.export.passes import move_to_device_pass
+
+    try:
+        return move_to_device_pass(ep, dev)
+    except Exception as err:  # noqa: BLE001
+        raise BadInputError(f"cannot move the exported program to {dev}: {_short(err)}") from err
 
 
 def _finalize(module: nn.Module, metadata: ModelMetadata, is_export: bool, device: Any) -> nn.Module:

@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import __version__
+from ._version import __version__
 from .defaults import (
     DEFAULT_ATTACK_STEPS,
     DEFAULT_ATTACKS,
@@ -327,16 +327,21 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
             device: str, seed: int, json_path: str | None, quiet: bool, per_example_path: str | None,
             resume_path: str | None) -> None:
     """Certified radii from confidence gaps: lipcert certify model.pt --norm l2 --eps 1.5"""
+    from .device import check_device_spec
+    from .threat import parse_eps
+
+    check_positive("--batch-size", batch_size)
+    eps_values = parse_eps(list(eps))
+    check_device_spec(device)  # usage errors before the heavy imports below
+
     from .certificates import certify as run_certify
-    from .certificates import parse_eps, resume_examples
+    from .certificates import resume_examples
     from .device import resolve_device, seed_everything
     from .io import output_set
     from .render import certify_json, certify_table, examples_csv, flags_table
 
-    check_positive("--batch-size", batch_size)
     check_outputs({"--json": json_path, "--per-example": per_example_path},
                   {**model_inputs(model, arch, data_source), "the --resume file": resume_path})
-    eps_values = parse_eps(list(eps))
     dev = resolve_device(device)
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
@@ -397,12 +402,11 @@ def lipschitz(model: str, arch: str | None, arch_kwargs: str | None, trust_check
     check_outputs({"--json": json_path}, model_inputs(model, arch, data_source))
     dev = resolve_device(device)
     seed_everything(seed)
-    loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, "cpu")
+    loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
     data = load_dataset_for_lipschitz(loaded, data_source, data_root, split, limit)
     report = analyse(loaded, norm=norm, input_shape=data.input_shape if data is not None else None)
     empirical = None
     if data is not None:
-        loaded.module.to(dev)
         with progress_bar("estimates", len(data), quiet) as progress:
             empirical = empirical_estimates(loaded.module, data, bounds=loaded.metadata.bounds, device=dev,
                                             seed=seed, progress=progress)
@@ -495,12 +499,8 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     Attacks: apgd-ce, apgd-dlr, apgd-t, pgd, pgd-margin, l2-pgd, linf-pgd (native, early
     stop), fb-pgd, fgsm, cw, deepfool, fmn, ddn (foolbox), hsj (black-box HopSkipJump).
     """
-    from attacks import evaluate, resume_state
-
-    from .certificates import parse_eps
-    from .device import resolve_device, seed_everything
-    from .errors import CertificateViolation
-    from .render import attack_examples_csv, attack_json, attack_table, flags_table, iteration_scaling_table
+    from .device import check_device_spec
+    from .threat import parse_eps
 
     check_positive("--batch-size", batch_size)
     check_positive("--restarts", restarts)
@@ -512,6 +512,14 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     names = parse_names(attack_names)
     if attack_names and names is None:  # e.g. --attacks ","
         names = ()
+    check_device_spec(device)  # usage errors before the heavy imports below
+
+    from attacks import evaluate, resume_state
+
+    from .device import resolve_device, seed_everything
+    from .errors import CertificateViolation
+    from .render import attack_examples_csv, attack_json, attack_table, flags_table, iteration_scaling_table
+
     dev = resolve_device(device)
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
@@ -570,16 +578,21 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
             data_source: str | None, data_root: str | None, split: str, limit: int | None, batch_size: int,
             device: str, seed: int, json_path: str | None, quiet: bool) -> None:
     """Certify, attack and analyse one model: lipcert analyze model.pt2 --norm l2 --json results.json"""
+    from .device import check_device_spec
+
+    check_positive("--batch-size", batch_size)
+    eps_values, steps = parse_eps_allow_zero(eps), _int_list("--steps", steps_text)
+    check_device_spec(device)  # usage errors before the heavy imports below
+
     from .device import resolve_device, seed_everything
     from .pipeline import AnalyzeOptions, analyze as run_analyze
     from .render import analysis_tables, flags_table_json
 
-    check_positive("--batch-size", batch_size)
     check_outputs({"--json": json_path}, model_inputs(model, arch, data_source))
     dev = resolve_device(device)
     seed_everything(seed)
-    opts = AnalyzeOptions(norm=norm, eps=parse_eps_allow_zero(eps), attacks=parse_names(attack_names),
-                          steps=_int_list("--steps", steps_text), restarts=restarts, certificate=certificate,
+    opts = AnalyzeOptions(norm=norm, eps=eps_values, attacks=parse_names(attack_names),
+                          steps=steps, restarts=restarts, certificate=certificate,
                           lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
                           batch_size=batch_size, device=dev, seed=seed, argv=tuple(sys.argv[1:]))
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
@@ -593,7 +606,7 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
 
 
 def parse_eps_allow_zero(values: Sequence[str]) -> tuple[float, ...] | None:
-    from .certificates import parse_number
+    from .threat import parse_number
     from .errors import BadInputError
 
     if not values:

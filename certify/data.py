@@ -89,7 +89,7 @@ class Dataset:
             yield lo, x, y
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> "Dataset":
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.x.device)
         return Dataset(self.x[idx], self.y[idx], self.source, self.split, self.class_names)
 
     def float_tensor(self) -> torch.Tensor:
@@ -321,7 +321,7 @@ def _to_nchw(x: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
     if isinstance(x, np.ndarray) and x.dtype.kind not in "uif" or not isinstance(x, (np.ndarray, torch.Tensor)):
         kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
         raise BadInputError(f"{where}: expected images as a uint8 or float array, got {short_repr(str(kind), 40)}")
-    t = torch.as_tensor(x)
+    t = torch.as_tensor(x, device="cpu")  # datasets live on the CPU; batches move to the run's device
     if t.dim() == 3:
         t = t.unsqueeze(1)
     elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
@@ -341,7 +341,7 @@ def _labels(y: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
     if isinstance(y, np.ndarray) and y.dtype.kind not in "uifb" or not isinstance(y, (np.ndarray, torch.Tensor)):
         kind = y.dtype if isinstance(y, np.ndarray) else type(y).__name__
         raise BadInputError(f"{where}: expected integer labels, got {short_repr(str(kind), 40)}")
-    t = torch.as_tensor(y)
+    t = torch.as_tensor(y, device="cpu")
     if t.is_floating_point():
         if not (torch.isfinite(t).all() and torch.equal(t, t.round())):
             raise BadInputError(f"{where}: labels must be integers")
@@ -420,4 +420,4 @@ def load_image_folder(root: str | os.PathLike[str], split: str) -> Dataset:
     if len(shapes) > 1:
         raise BadInputError(f"image folder {str(root)!r}: images have different sizes {sorted(shapes)[:3]}")
     x = np.stack(xs)
-    return Dataset(_to_nchw(x, str(root)), torch.tensor(ys), str(root), split, tuple(classes))
+    return Dataset(_to_nchw(x, str(root)), torch.tensor(ys, device="cpu"), str(root), split, tuple(classes))

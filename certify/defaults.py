@@ -132,3 +132,14 @@ ZERO_GRADIENT_SHARE = 0.1
 DEMO_L2_EPS = (0.1, 0.3, 0.5)
 DEMO_LINF_EPS = (0.1,)
 DEMO_ATTACK_STEPS = 20
+
+# --------------------------------------------------------------------------- attacks per device (issue 12)
+
+#: PGD's early stop and batch compaction, per device type: ``(every, compact_below)``.
+#: Every ``every`` steps PGD asks which points are already adversarial (one device→host sync) and drops
+#: them from the batch when at most ``compact_below`` of it is still running.  Between checks, the first
+#: adversarial iterate of each point is kept on the device without a sync.  On the CPU a check is free and a
+#: smaller batch is proportionally faster: check every step, compact on any hit.  On a GPU each sync stalls
+#: the queue and a batch of another shape starts cold, while a half-empty batch costs little less than a
+#: full one: check rarely, compact only when the batch has at least halved.
+DEFAULT_EARLY_STOP: dict[str, tuple[int, float]] = {"cpu": (1, 1.0), "cuda": (25, 0.5)}

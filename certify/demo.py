@@ -156,7 +156,7 @@ def _attack(model: LoadedModel, data: Dataset, norm: str, eps: float, steps: int
     no attack ever lands inside a certified radius.
     """
     if steps == 0:
-        return torch.zeros(len(data), dtype=torch.bool)
+        return torch.zeros(len(data), dtype=torch.bool, device="cpu")
     from attacks import evaluate
 
     report = evaluate(model, data, norm=norm, eps=[eps], attacks=["pgd"], steps=(steps,), certify_first=False,

@@ -56,7 +56,7 @@ class EmpiricalEstimates:
 def _jacobian_spectral(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, iterations: int,
                        gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example ‖J(x)‖₂ and the top right singular vector (examples are independent)."""
-    v = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+    v = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device).to(x.device)
     v = v / v.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
     _, vjp = torch.func.vjp(fn, x)
     sigma = torch.zeros(x.shape[0], device=x.device)
@@ -94,9 +94,15 @@ def empirical_estimates(model: Callable[[torch.Tensor], torch.Tensor], data: Dat
                         iterations: int = ESTIMATE_POWER_ITERATIONS, batch_size: int = ESTIMATE_BATCH_SIZE,
                         local_points: int = LOCAL_SEARCH_POINTS, local_steps: int = LOCAL_SEARCH_STEPS,
                         local_radius: float = LOCAL_SEARCH_RADIUS, bounds: tuple[float, float] = (0.0, 1.0),
-                        device: torch.device | str = "cpu", seed: int = 0,
+                        device: torch.device | str | None = None, seed: int = 0,
                         progress: ProgressFn | None = None) -> EmpiricalEstimates:
-    """Empirical lower bounds on ``data`` (see the module docs)."""
+    """Empirical lower bounds on ``data`` (see the module docs); ``device=None``: the model's."""
+    if isinstance(model, torch.nn.Module):
+        from .device import run_device
+
+        device = run_device(model, device)
+    elif device is None:
+        raise BadInputError("empirical_estimates: pass device= for a model that is not an nn.Module")
     import time
 
     start = time.perf_counter()
@@ -127,7 +133,7 @@ def local_search(model: Callable[[torch.Tensor], torch.Tensor], data: Dataset, s
     x0, _ = data.subset(idx).batch(0, k, device)
     best, x = spectral[idx].clone().to(x0.device), x0.clone()
     for _ in range(steps):
-        cand = x + (radius / 4) * torch.randn(x.shape, generator=gen).to(x.device)
+        cand = x + (radius / 4) * torch.randn(x.shape, generator=gen, device=gen.device).to(x.device)
         cand = _ascend(model, cand, iterations, gen, radius / 4)
         cand = torch.max(torch.min(cand, x0 + radius), x0 - radius).clamp(*bounds)
         sigma, _ = _jacobian_spectral(model, cand, iterations, gen)

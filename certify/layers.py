@@ -318,8 +318,8 @@ class LinfDist(nn.Module):
                  chunk_elements: int = LINF_CHUNK_ELEMENTS):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.weight = nn.Parameter(torch.randn(out_features, in_features, device="cpu"))
+        self.bias = nn.Parameter(torch.zeros(out_features, device="cpu")) if bias else None
         self.p = float(p)
         self.chunk = chunk_size(in_features, out_features, chunk_elements)
 
@@ -358,7 +358,7 @@ class MeanShift(nn.Module):
     def __init__(self, num_features: int, momentum: float = 0.1):
         super().__init__()
         self.momentum = momentum
-        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features, device="cpu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:

@@ -32,8 +32,8 @@ class L2NNNLoss(nn.Module):
         if z <= 0:
             raise ValueError(f"L2NNNLoss: softness z must be positive, got {z}")
         self.gamma, self.omega, self.z = float(gamma), float(omega), float(z)
-        self.u = nn.Parameter(torch.full((num_classes,), float(u_init)))
-        v = torch.tensor(float(v_init))
+        self.u = nn.Parameter(torch.full((num_classes,), float(u_init), device="cpu"))
+        v = torch.tensor(float(v_init), device="cpu")
         self.v = nn.Parameter(v) if trainable_v else nn.Parameter(v, requires_grad=False)
 
     def terms(self, logits: torch.Tensor, labels: torch.Tensor,

@@ -125,8 +125,9 @@ def convert_radius(radius: torch.Tensor, from_norm: str, to_norm: str, input_dim
     raise BadInputError(f"cannot convert radii from {from_norm} to {to_norm}")
 
 
-def norm_conversion_factor(from_norm: str, to_norm: str, input_dim: int) -> float:
-    return float(convert_radius(torch.ones(1, dtype=torch.float64), from_norm, to_norm, input_dim))
+def norm_conversion_factor(from_norm: str, to_norm: str, input_dim: int, device: "torch.device | str" = "cpu") -> float:
+    """The factor :func:`convert_radius` multiplies radii by (computed on ``device``, a float64 scalar)."""
+    return float(convert_radius(torch.ones(1, dtype=torch.float64, device=device), from_norm, to_norm, input_dim))
 
 
 def certified_mask(radius: torch.Tensor, correct: torch.Tensor, eps: float) -> torch.Tensor:

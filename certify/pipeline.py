@@ -50,7 +50,7 @@ class AnalyzeOptions:
     lipschitz: bool = True  #: run the Lipschitz analyser when it is available
     delegate_accuracy: float = HYBRID_DELEGATE_ACCURACY
     batch_size: int = DEFAULT_BATCH_SIZE
-    device: Any = "cpu"
+    device: Any = None  #: None: the model's device
     seed: int = DEFAULT_SEED
     argv: tuple[str, ...] | None = field(default=None, compare=False)
 

@@ -56,7 +56,7 @@ def dumps(data: Any) -> str:
 
 def header(command: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """The keys every lipcert JSON starts with."""
-    from . import __version__
+    from ._version import __version__
 
     return {"lipcert_version": __version__, "schema_version": JSON_SCHEMA_VERSION, "command": command,
             "argv": list(argv) if argv is not None else None, "created": timestamp()}

@@ -99,7 +99,7 @@ def _at(r: Results, norm: str, eps: float) -> dict[str, Any] | None:
 
 
 def title_lines(results: Sequence[Results]) -> list[str]:
-    from . import __version__
+    from ._version import __version__
 
     lines = []
     for lab, r in zip(labels(results), results):

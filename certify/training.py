@@ -237,7 +237,7 @@ def train_epoch(state: TrainState, data: Dataset, device: torch.device | str = "
     cfg = state.config
     state.model.train()
     n = len(data)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + state.epoch))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + state.epoch), device="cpu")
     steps = math.ceil(n / cfg.batch_size) if max_steps is None else min(max_steps, math.ceil(n / cfg.batch_size))
     total_loss, correct, seen = 0.0, 0, 0
     for step in range(steps):

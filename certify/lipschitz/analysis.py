@@ -141,8 +141,8 @@ def _logit_bounds(info: Var, norm: str, k: int) -> tuple[tuple[float, ...], tupl
     (per-logit ≤ L, pairs ≤ √2·L in L2 and 2·L in ℓ∞)."""
     g = info.lip
     c = math.sqrt(2.0) if norm == "l2" else 2.0
-    per = torch.full((k,), g, dtype=torch.float64)
-    pair = torch.full((k, k), c * g, dtype=torch.float64)
+    per = torch.full((k,), g, dtype=torch.float64, device="cpu")
+    pair = torch.full((k, k), c * g, dtype=torch.float64, device="cpu")
     if info.affine is not None and info.affine[0].shape[0] == k:
         w, lh = info.affine
         w = w.to("cpu")

@@ -16,7 +16,34 @@ import torch
 from .fperror import Err, Key, evaluate, row_norms
 
 
+def conv2d_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: Any = 1,
+                padding: Any = 0, dilation: Any = 1, groups: int = 1) -> torch.Tensor | None:
+    """A direct 2-D convolution as one batched GEMM over the unfolded input (None when not applicable).
+
+    It computes the same dot products, one per output, as a direct convolution, so the floating-point bound
+    holds (it does not depend on the summation order).  On CUDA, with cuDNN off (its algorithm choice may
+    include Winograd or FFT, which the bound does not cover), ATen's fallback runs one example at a time;
+    this runs the batch at once.
+    """
+    if groups != 1 or isinstance(padding, str) or x.dim() != 4 or weight.dim() != 4:
+        return None
+    two = lambda v: tuple(v) * (2 // len(v)) if isinstance(v, (tuple, list)) else (int(v), int(v))  # noqa: E731
+    (sh, sw), (ph, pw), (dh, dw) = two(stride), two(padding), two(dilation)
+    n, _, h, w = x.shape
+    cout, _, kh, kw = weight.shape
+    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cols = torch.nn.functional.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
+    out = torch.matmul(weight.reshape(cout, -1), cols).view(n, cout, oh, ow)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+_CONV2D = {torch.ops.aten.conv2d.default}
+
+
 class CertifiedForward:
+    #: run 2-D convolutions as one GEMM (:func:`conv2d_gemm`): None → on CUDA only
+    gemm_conv: bool | None = None
+
     def __init__(self, gm: torch.fx.GraphModule, env: dict[Any, Any], user: str, err: Err, norm: str):
         graph = gm.graph
         self.norm = norm
@@ -70,7 +97,13 @@ class CertifiedForward:
         for node in self.order:
             args = torch.fx.node.map_arg(node.args, value)
             kwargs = torch.fx.node.map_arg(node.kwargs, value)
-            out = node.target(*args, **kwargs)
+            if isinstance(kwargs.get("device"), torch.device):  # a factory traced on another device
+                kwargs = {**kwargs, "device": x.device}
+            out = None
+            if node.target in _CONV2D and (self.gemm_conv if self.gemm_conv is not None else x.is_cuda):
+                out = conv2d_gemm(*args, **kwargs)
+            if out is None:
+                out = node.target(*args, **kwargs)
             env[node] = out
             if node in self.keys:
                 self._measure(node, out, norms)

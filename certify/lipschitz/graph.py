@@ -140,14 +140,16 @@ def _first_line(err: BaseException) -> str:
     return (lines[0] if lines else type(err).__name__)[:160]
 
 
-def analysis_inputs(ep: Any, bounds: tuple[float, float], shape: tuple[int, ...], batch: int
-                    ) -> tuple[dict[str, Any], str]:
+def analysis_inputs(ep: Any, bounds: tuple[float, float], shape: tuple[int, ...], batch: int,
+                    device: torch.device | str | None = None) -> tuple[dict[str, Any], str]:
     """Values of the program's placeholders: parameters, buffers, constants and the example batch
-    (row 0 the centre of the input box, the others random in it), on the program's device."""
+    (row 0 the centre of the input box, the others random in it), all on ``device``
+    (default: the program's device)."""
     user = [s for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     if len(user) != 1:
         raise GraphError(f"the graph takes {len(user)} user inputs; expected 1")
-    device, dtype = program_device(ep), input_dtype(ep)
+    device = torch.device(device) if device is not None else program_device(ep)
+    dtype = input_dtype(ep)
     lo, hi = bounds
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = lo + (hi - lo) * torch.rand((batch,) + shape, generator=gen, dtype=torch.float64, device="cpu")
@@ -157,10 +159,9 @@ def analysis_inputs(ep: Any, bounds: tuple[float, float], shape: tuple[int, ...]
     for spec in ep.graph_signature.input_specs:
         if spec.kind.name == "USER_INPUT":
             values[spec.arg.name] = example
-        elif spec.target in ep.state_dict:
-            values[spec.arg.name] = ep.state_dict[spec.target]
         else:
-            values[spec.arg.name] = ep.constants[spec.target]
+            value = ep.state_dict[spec.target] if spec.target in ep.state_dict else ep.constants[spec.target]
+            values[spec.arg.name] = value.to(device) if isinstance(value, torch.Tensor) else value
     return values, user[0].arg.name
 
 

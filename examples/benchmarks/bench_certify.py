@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -72,6 +73,8 @@ def main() -> None:
     print(f"bare inference loop : {n / tb:10.1f} examples/s  (median {tb:.3f} s)")
     print(f"lipcert certify     : {n / to:10.1f} examples/s  (median {to:.3f} s)")
     print(f"throughput ratio certify / bare = {tb / to:.3f}  (target >= 0.95)")
+    print(f"| certify / bare inference throughput, {Path(args.model).stem}, n={n}, batch {args.batch_size}, "
+          f"{device.type} | {tb / to:.3f} | ≥ 0.95 |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ from .elementwise import scaled_tag
 
 
 def _const_tensor(a: Analyser, raw: object) -> torch.Tensor:
-    c = torch.as_tensor(a.const(raw), dtype=torch.float64)
+    value = a.const(raw)
+    device = value.device if isinstance(value, torch.Tensor) else "cpu"
+    c = torch.as_tensor(value, dtype=torch.float64, device=device)
     if not bool(torch.isfinite(c).all()):
         raise NoRule("a constant operand is not finite")
     return c

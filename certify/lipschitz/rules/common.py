@@ -112,4 +112,4 @@ def apply_with(b: Bound, first: str = "self", drop: tuple[str, ...] = ()) -> Cal
 
 
 def tensor_value(x: Any) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=torch.float64)
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=torch.float64, device="cpu")

@@ -14,7 +14,7 @@ import torch
 from ..analyser import Analyser, Tag, Var
 from ..fperror import ZERO, Err
 from ..registry import CONST, VAR, Bound, NoRule, eq, finite, optional, positive, rule
-from .common import leading
+from .common import leading, tensor_value
 
 # --------------------------------------------------------------------------- parameter-free functions
 
@@ -108,7 +108,7 @@ def clip_tensor(a: Analyser, b: Bound) -> Var:
     """Clipping to constant tensors; bounds of another shape would broadcast copies, so refuse them."""
     for name in ("min", "max"):
         t = b[name]
-        if t is not None and not bool(torch.isfinite(torch.as_tensor(t, dtype=torch.float64)).all()):
+        if t is not None and not bool(torch.isfinite(tensor_value(t).to(torch.float64)).all()):
             raise NoRule(f"argument {name}: bounds must be finite")
         a.const(b.raw[name])
     return clip(a, b)
@@ -130,7 +130,7 @@ def leaky_relu(a: Analyser, b: Bound) -> Var:
       batch=_elementwise_batch)
 def prelu(a: Analyser, b: Bound) -> Var:
     v = a.only(b)
-    w = torch.as_tensor(a.const(b.raw["weight"]), dtype=torch.float64)
+    w = tensor_value(a.const(b.raw["weight"])).to(torch.float64)
     if not bool(torch.isfinite(w).all()):
         raise NoRule("argument weight: slopes must be finite")
     factor = max(1.0, float(w.abs().max()) if w.numel() else 1.0)

@@ -222,7 +222,7 @@ def repeat_interleave_int(a: Analyser, b: Bound) -> Var:
                                                    "output_size": NO_EFFECT}, batch=not_dim("dim"))
 def repeat_interleave_tensor(a: Analyser, b: Bound) -> Var:
     """Per-entry repeat counts: the largest count decides."""
-    reps = torch.as_tensor(b["repeats"])
+    reps = torch.as_tensor(b["repeats"], device="cpu")
     factor = copy_factor(a, float(reps.max()) if reps.numel() else 0.0)
     a.record(b.node, factor)
     return _moved(a, b, factor)
@@ -231,7 +231,7 @@ def repeat_interleave_tensor(a: Analyser, b: Bound) -> Var:
 @rule("aten.index_select.default", args={"self": VAR, "dim": CONST, "index": CONST}, batch=not_dim("dim"))
 def index_select(a: Analyser, b: Bound) -> Var:
     """Selected entries, some maybe several times: √(largest multiplicity) in L2."""
-    idx = torch.as_tensor(b["index"]).flatten().cpu()
+    idx = torch.as_tensor(b["index"], device="cpu").flatten()
     k = float(torch.bincount(idx).max()) if idx.numel() else 0.0
     factor = copy_factor(a, k)
     a.record(b.node, factor)
