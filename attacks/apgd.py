@@ -36,7 +36,7 @@ from certify.defaults import (
 )
 from certify.errors import BadInputError
 
-from .base import Bounds, FixedEpsilonAttack, clip, predict, project
+from .base import Bounds, FixedEpsilonAttack, clip, input_gradient, predict, project
 from .pgd import attack_loss, random_start
 
 
@@ -178,7 +178,7 @@ class APGD(FixedEpsilonAttack):
         chosen = losses if keep is None else losses[keep]
         if chosen.numel() == 0:
             return losses.detach(), torch.zeros_like(xa), keep
-        grad, = torch.autograd.grad(chosen.sum(), xa)
+        grad = input_gradient(chosen.sum(), xa)
         return losses.detach(), grad, keep
 
     def _descend(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,

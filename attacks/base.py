@@ -77,6 +77,15 @@ def as_eps_tensor(eps: float | torch.Tensor, n: int, device: torch.device) -> to
 
 
 @torch.no_grad()
+def input_gradient(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """∂loss/∂x, and zeros where the output does not reach x through autograd (``detach``, integer
+    casts, straight-through estimators): such a model is not attackable by gradients, not an error."""
+    if not loss.requires_grad:
+        return torch.zeros_like(x)
+    grad, = torch.autograd.grad(loss, x, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad
+
+
 def predict(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return model(x).argmax(dim=1)
 

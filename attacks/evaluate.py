@@ -56,7 +56,7 @@ from certify.flags import Flag
 from certify.margins import logit_stats
 
 from .apgd import APGD
-from .base import Attack, AttackOutcome, batch_seed, run_batched
+from .base import Attack, AttackOutcome, batch_seed, input_gradient, run_batched
 from .pgd import PGD, MarginPGD
 from .registry import ATTACKS, attack_class, build
 
@@ -491,7 +491,7 @@ def gradient_flags(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, co
     if idx.numel() == 0:
         return []
     xb = x[idx].to(device).requires_grad_(True)
-    grad, = torch.autograd.grad(F.cross_entropy(module(xb), y[idx].to(device), reduction="sum"), xb)
+    grad = input_gradient(F.cross_entropy(module(xb), y[idx].to(device), reduction="sum"), xb)
     flat = grad.detach().flatten(1)
     flags = []
     if not bool(torch.isfinite(flat).all()):

@@ -21,7 +21,7 @@ from certify.defaults import (
 )
 from certify.errors import BadInputError
 
-from .base import Bounds, FixedEpsilonAttack, clip, predict, project
+from .base import Bounds, FixedEpsilonAttack, clip, input_gradient, predict, project
 from .early_stop import early_stop_for
 
 LOSSES = ("ce", "margin", "dlr")
@@ -143,7 +143,7 @@ class PGD(FixedEpsilonAttack):
                         out[idx[done]], found[idx[done]] = first[done], True
                         keep = ~done
             losses = attack_loss(logits, ys, self.loss)
-            grad, = torch.autograd.grad(losses.sum() if keep is None else losses[keep].sum(), xa)
+            grad = input_gradient(losses.sum() if keep is None else losses[keep].sum(), xa)
             xa = xa.detach()
             if keep is not None:
                 idx, xs, ys, es, alpha, xa, grad = (t[keep] for t in (idx, xs, ys, es, alpha, xa, grad))
