@@ -153,9 +153,9 @@ def conv(a: Analyser, b: Bound) -> Var:
         bound = on.conv_linf_bound(spec)
         a.record(b.node, bound, bound)
     else:
-        est = on.conv_power_estimate(spec)
-        bound = on.conv_l2_bound(spec, est)
-        a.record(b.node, bound, est)
+        res = on.conv_l2(spec)
+        bound = res.bound
+        a.record(b.node, bound, res.estimate)
     lip, err = v.lip * bound, v.err * bound
     n = int(weight[0].numel()) + (1 if b.raw["bias"] is not None else 0)
     err = err + a.accumulated(b, n, _conv_abs_norm(a, spec), b.raw["input"], v,
