@@ -8,17 +8,24 @@ never used to decide a certificate).
 - Dense matrices, L2: Gram iteration (Delattre et al., ICML 2023),
   ``σ₁(W)^(2^t) ≤ ‖G_t‖_F`` with ``G_{t+1} = G_tᵀ G_t``, min'ed with
   ``√b(W)`` of [L2NNN] eq. (2) and the Frobenius norm.
-- Convolutions, L2, two guaranteed bounds, the smaller wins:
+- Convolutions, L2 (:func:`conv_l2`), guaranteed bounds, the smallest wins:
 
-  * the circulant bound: a zero-padded, strided convolution on an n×n input
-    is a restriction of the circular convolution on an (n+2p)×(n+2p) grid,
-    whose norm is the largest σ of the kernel's Fourier matrices over that
-    grid's frequencies (computed by SVD, plus a rounding allowance);
-  * the Cholesky certificate (small inputs, SciPy present): the exact conv
-    matrix A is built sparsely, M = AᵀA is banded, and a successful banded
-    Cholesky factorisation of μI − M proves λ_max(M) ≤ μ.  μ starts just
-    above the power-iteration value, so the bound is within a fraction of
-    a percent of the true norm.
+  * the Fourier bound (:func:`conv_fourier_bound`): a zero-padded, strided,
+    dilated, grouped convolution is a restriction of the strided circular
+    convolution on a grid ≥ the padded input, whose norm is
+    max over reduced frequencies ω' of σ₁(B(ω'))/√(s₁s₂), B(ω') the kernel's
+    Fourier matrices at the s₁s₂ aliases of ω' side by side.  Each σ₁(B)² is
+    certified by a Cholesky factorisation of μI − BBᴴ in float64 (μ from
+    Lanczos on the top frequencies), batched over frequencies, with a proven
+    rounding allowance;
+  * [L2NNN]'s kernel bound √(⌈K₁/S₁⌉⌈K₂/S₂⌉)·‖kernel‖ (when it can win);
+  * the banded Cholesky certificate (small inputs where zero padding is more
+    than 1% below circular padding, SciPy present): the exact conv matrix A is
+    built sparsely, M = AᵀA is banded, and a successful banded Cholesky
+    factorisation of μI − M proves λ_max(M) ≤ μ.
+
+  Beside each bound, a power-iteration estimate of the layer itself (float32,
+  warm-started from the Fourier bound's top singular vector).
 
 - ℓ∞→ℓ∞: the largest absolute row sum, exact for dense matrices; for a
   convolution, the largest per-output-channel kernel ℓ1 norm (exact as soon
@@ -466,12 +473,12 @@ def conv_fourier_bound(spec: ConvSpec, hint: float | None = None) -> FourierBoun
     conjugate of B(ω') and half of the frequencies suffice.  σ₁(B)² = λ_max(G), G = BBᴴ or BᴴB.
 
     Floating point.  (i) B is computed directly from the taps (twiddles to ≤ 40u each, dot
-    products of ≤ k₁k₂ terms), so |B̂ − B| ≤ c·u·Σ_t|W_t| entrywise with c = 128 + 16(k₁+k₂), and
-    ‖B̂ − B‖₂ ≤ c·u·√(k₁k₂)·‖W‖_F =: δ.  (ii) Ĝ = fl(B̂B̂ᴴ) has |Ĝ − B̂B̂ᴴ| ≤ γ|B̂||B̂|ᴴ, whose
+    products of ≤ k₁k₂ terms), so |K̂̂ − K̂| ≤ c·u·Σ_t|W_t| entrywise with c = 128 + 16(k₁+k₂),
+    ‖K̂̂(ω) − K̂(ω)‖_F ≤ c·u·√(k₁k₂)·‖W‖_F =: δ and, B̂ holding s₁s₂ of them, ‖B̂ − B‖₂ ≤ √(s₁s₂)·δ.  (ii) Ĝ = fl(B̂B̂ᴴ) has |Ĝ − B̂B̂ᴴ| ≤ γ|B̂||B̂|ᴴ, whose
     2-norm is ≤ γ‖B̂‖_F².  (iii) When the Cholesky factorisation of fl(μI − Ĝ) runs to completion,
     RᴴR = μI − Ĝ + Δ with |Δ| ≤ γ_{n+1}|Rᴴ||R| (Demmel 1989; Higham, Thm 10.5), so
     λ_max(Ĝ) ≤ μ + γ‖R‖_F² + u·max|μ − ĝᵢᵢ|.  Together:
-    σ₁(B) ≤ √(μ + slack + γ‖B̂‖_F²) + δ, and the result is inflated by ROUNDING_SLACK.  Every γ
+    σ₁(B) ≤ √(μ + slack + γ‖B̂‖_F²) + √(s₁s₂)·δ, and the result is inflated by ROUNDING_SLACK.  Every γ
     is taken as 8(n+2)u/(1 − 8(n+2)u), far above the complex-arithmetic constants.
 
     μ starts at (1 + FOURIER_MARGIN) × the largest per-frequency power-iteration value (or at
@@ -526,7 +533,7 @@ def conv_fourier_bound(spec: ConvSpec, hint: float | None = None) -> FourierBoun
     nmax = max(o // spec.groups, s * ig, 1)
     gamma = 8 * (nmax + 2) * u
     lam_bound = (lam_bound + gamma * fro2_max) * (1 + 8 * u)
-    sigma = math.sqrt(lam_bound) * (1 + 4 * u) + _dft_error(spec)
+    sigma = math.sqrt(lam_bound) * (1 + 4 * u) + math.sqrt(s) * _dft_error(spec)  # B̂ holds s aliases
     bound = sigma / math.sqrt(s) * (1 + ROUNDING_SLACK)
     start = _plane_wave(spec, best) if best is not None else None
     return FourierBound(bound, math.sqrt(max(est, 0.0) / s), lam_bound, start)
