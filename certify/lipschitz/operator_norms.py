@@ -519,7 +519,7 @@ def conv_fourier_bound(spec: ConvSpec, hint: float | None = None) -> FourierBoun
             top = top[lam[top].argsort(descending=True)[:FOURIER_TOP]]
             mu = max(mu, improve(top, FOURIER_LANCZOS_STEPS) * (1 + FOURIER_MARGIN))
         for _ in range(60):
-            ok, sl = _cholesky_certify(g[todo], mu)
+            ok, sl = _cholesky_certify(g if len(todo) == g.shape[0] else g[todo], mu)
             if bool(ok.any()):
                 slack = max(slack, sl)  # μ only grows: earlier certificates stay valid
             if bool(ok.all()):
