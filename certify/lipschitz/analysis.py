@@ -60,8 +60,8 @@ def analyse_with_forward(model: LoadedModel, *, norm: str = "l2", input_shape: t
     for g in found:
         key = (content_hash(g.program), norm, shape, bounds, g.batch, g.dynamic)
         if key not in _CACHE:
-            _CACHE[key] = _analyse_graph(g.program, g.source, g.batch, g.dynamic, norm, shape, bounds,  # type: ignore[arg-type]
-                                         progress)
+            _CACHE[key] = _analyse_graph(g.program, g.source, g.batch, g.dynamic, norm, shape,  # type: ignore[arg-type]
+                                         bounds, progress)
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
         _CACHE.move_to_end(key)

@@ -172,15 +172,6 @@ def conv_circulant_bound(spec: ConvSpec) -> float:
     return conv_fourier_bound(spec).bound
 
 
-def _dilated(weight: torch.Tensor, dilation: tuple[int, ...]) -> torch.Tensor:
-    if dilation == (1, 1):
-        return weight
-    o, i, k1, k2 = weight.shape
-    out = weight.new_zeros(o, i, dilation[0] * (k1 - 1) + 1, dilation[1] * (k2 - 1) + 1)
-    out[:, :, :: dilation[0], :: dilation[1]] = weight
-    return out
-
-
 def conv_power_estimate(spec: ConvSpec, iterations: int = LIPSCHITZ_POWER_ITERATIONS) -> float:
     return power_iteration(spec.apply, spec.apply_t, spec.in_shape, iterations, device=spec.weight.device)
 
@@ -341,7 +332,8 @@ def _grid(spec: ConvSpec) -> tuple[tuple[int, int], tuple[int, int]]:
     return (n1, n2), (n1 // s1, n2 // s2)
 
 
-def _twiddles(n: int, m: int, s: int, taps: torch.Tensor, rows: torch.Tensor, device) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def _twiddles(n: int, m: int, s: int, taps: torch.Tensor, rows: torch.Tensor,
+              device: torch.device) -> torch.Tensor:
     """E[r, j, a] = exp(−2πi·((ω'_r + j·M)·t_a mod N)/N) for reduced frequencies ω'_r, aliases j < s."""
     omega = rows.view(-1, 1, 1) + m * torch.arange(s, device=device).view(1, -1, 1)
     phase = (omega * taps.view(1, 1, -1)) % n  # exact integers
@@ -432,7 +424,8 @@ def _lanczos(g: torch.Tensor, steps: int, v: torch.Tensor) -> tuple[torch.Tensor
                 used = j + 1
                 break
             q[:, j + 1] = w / nrm.clamp_min(1e-300).unsqueeze(-1).to(w.dtype)
-    t = torch.diag_embed(alpha[:, :used]) + torch.diag_embed(beta[:, :used - 1], 1) + torch.diag_embed(beta[:, :used - 1], -1)
+    off = beta[:, :used - 1]
+    t = torch.diag_embed(alpha[:, :used]) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
     evals, evecs = torch.linalg.eigh(t)
     y = evecs[:, :, -1].to(g.dtype)
     vec = torch.einsum("bkn,bk->bn", q[:, :used], y)
@@ -473,16 +466,19 @@ def conv_fourier_bound(spec: ConvSpec, hint: float | None = None) -> FourierBoun
     conjugate of B(ω') and half of the frequencies suffice.  σ₁(B)² = λ_max(G), G = BBᴴ or BᴴB.
 
     Floating point.  (i) B is computed directly from the taps (twiddles to ≤ 40u each, dot
-    products of ≤ k₁k₂ terms), so |K̂̂ − K̂| ≤ c·u·Σ_t|W_t| entrywise with c = 128 + 16(k₁+k₂),
-    ‖K̂̂(ω) − K̂(ω)‖_F ≤ c·u·√(k₁k₂)·‖W‖_F =: δ and, B̂ holding s₁s₂ of them, ‖B̂ − B‖₂ ≤ √(s₁s₂)·δ.  (ii) Ĝ = fl(B̂B̂ᴴ) has |Ĝ − B̂B̂ᴴ| ≤ γ|B̂||B̂|ᴴ, whose
+    products of ≤ k₁k₂ terms), so the computed K̂ errs by ≤ c·u·Σ_t|W_t| entrywise, with
+    c = 128 + 16(k₁+k₂); in Frobenius norm by ≤ c·u·√(k₁k₂)·‖W‖_F =: δ, and, B̂ holding s₁s₂
+    of them, ‖B̂ − B‖₂ ≤ √(s₁s₂)·δ.  (ii) Ĝ = fl(B̂B̂ᴴ) has |Ĝ − B̂B̂ᴴ| ≤ γ|B̂||B̂|ᴴ, whose
     2-norm is ≤ γ‖B̂‖_F².  (iii) When the Cholesky factorisation of fl(μI − Ĝ) runs to completion,
     RᴴR = μI − Ĝ + Δ with |Δ| ≤ γ_{n+1}|Rᴴ||R| (Demmel 1989; Higham, Thm 10.5), so
     λ_max(Ĝ) ≤ μ + γ‖R‖_F² + u·max|μ − ĝᵢᵢ|.  Together:
-    σ₁(B) ≤ √(μ + slack + γ‖B̂‖_F²) + √(s₁s₂)·δ, and the result is inflated by ROUNDING_SLACK.  Every γ
-    is taken as 8(n+2)u/(1 − 8(n+2)u), far above the complex-arithmetic constants.
+    σ₁(B) ≤ √(μ + slack + γ‖B̂‖_F²) + √(s₁s₂)·δ, and the result is inflated by
+    ROUNDING_SLACK.  Every γ is taken as 8(n+2)u (n the longest inner dimension), far above
+    the complex-arithmetic constants.
 
-    μ starts at (1 + FOURIER_MARGIN) × the largest per-frequency power-iteration value (or at
-    ``hint``); frequencies whose certificate fails get more iterations and a larger μ.
+    μ starts at (1 + FOURIER_MARGIN) × the largest Ritz value (a few power steps on every
+    frequency, then Lanczos on the FOURIER_TOP largest), or at ``hint`` (from the disk cache:
+    a hint only ever seeds μ); frequencies whose certificate fails get Lanczos and a larger μ.
     """
     o, ig = spec.weight.shape[:2]
     s = spec.stride[0] * spec.stride[1]
