@@ -225,6 +225,37 @@ def progress_bar(description: str, total: int, quiet: bool) -> Iterator[Callable
         yield update
 
 
+@contextlib.contextmanager
+def delayed_progress_bar(description: str, quiet: bool, delay: float = 1.0
+                         ) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback whose rich bar on stderr appears only once the work has
+    taken more than ``delay`` seconds (the Lipschitz analysis: instant when cached, minutes on
+    large models)."""
+    if quiet:
+        yield None
+        return
+    import time
+
+    start = time.monotonic()
+    state: dict[str, Any] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state:
+            if time.monotonic() - start <= delay:
+                return
+            state["bar"] = Progress(*columns, console=stderr_console(), transient=True)
+            state["bar"].start()
+            state["task"] = state["bar"].add_task(description, total=total)
+        state["bar"].update(state["task"], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if "bar" in state:
+            state["bar"].stop()
+
+
 def emit_json(data: dict[str, Any], path: str | None, out: Any = None) -> None:
     """JSON to stdout (``-``), into an :class:`certify.io.OutputSet` (``out``) or atomically to ``path``."""
     from .io import write_text_atomic
@@ -404,7 +435,9 @@ def lipschitz(model: str, arch: str | None, arch_kwargs: str | None, trust_check
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
     data = load_dataset_for_lipschitz(loaded, data_source, data_root, split, limit)
-    report = analyse(loaded, norm=norm, input_shape=data.input_shape if data is not None else None)
+    with delayed_progress_bar("Lipschitz analysis (nodes)", quiet) as progress:
+        report = analyse(loaded, norm=norm, input_shape=data.input_shape if data is not None else None,
+                         progress=progress)
     empirical = None
     if data is not None:
         with progress_bar("estimates", len(data), quiet) as progress:

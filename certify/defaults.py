@@ -62,10 +62,16 @@ DEFAULT_NOISE_TOLERANCE = 0.0
 LIPSCHITZ_GRAM_ITERATIONS = 18
 #: Power-iteration steps for the per-layer estimates shown beside the bounds.
 LIPSCHITZ_POWER_ITERATIONS = 200
+#: Power-iteration steps (float32, warm-started from the Fourier bound's top singular vector)
+#: for the estimate shown beside each convolution's bound.
+LIPSCHITZ_CONV_POWER_ITERATIONS = 30
 #: Largest banded AᵀA (entries) the exact Cholesky certificate of a
 #: convolution may allocate (float64: 8 bytes each).  Larger inputs use the
 #: circulant bound.
 LIPSCHITZ_CONV_EXACT_MAX_BAND_ENTRIES = 40_000_000
+#: Largest work (≈ d·band² flops) for that certificate: it only runs on small inputs where the
+#: Fourier (circular padding) bound is more than 1% above the layer's estimate.
+LIPSCHITZ_CONV_EXACT_MAX_FLOPS = 1e9
 #: A declared constant C is accepted when the bound computed from the weights is
 #: at most C·(1 + tolerance): float32 weights that are orthonormal "by
 #: construction" have σ_max = 1 + O(1e-7).  Certificates then use the computed

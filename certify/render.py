@@ -439,8 +439,8 @@ def lipschitz_json(report: Any, empirical: Any = None, argv: Sequence[str] | Non
         "norm": report.norm, "verified": report.verified, "unverifiable_ops": list(report.unverifiable_ops),
         "graph_source": report.source, "global_bound": report.global_bound,
         "per_logit_bounds": list(report.per_logit_bounds), "pair_bounds": [list(r) for r in report.pair_bounds],
-        "layers": [{"name": lb.name, "op": lb.op, "bound": lb.bound, "estimate": lb.estimate}
-                   for lb in report.layers],
+        "layers": [{"name": lb.name, "op": lb.op, "bound": lb.bound, "estimate": lb.estimate,
+                    "method": lb.method, "reused": lb.reused} for lb in report.layers],
         "empirical": emp,
     }
     return jsonable(out)
@@ -489,7 +489,11 @@ def lipschitz_table(report: Any) -> Table:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for lb in report.layers:
         ratio = f"{lb.bound / lb.estimate:.4f}" if lb.estimate else "—"
-        t.add_row(lb.name, lb.op, _num(lb.bound), _num(lb.estimate), ratio)
+        op = lb.op + (f" ({lb.method})" if lb.method else "") + (" · reused" if lb.reused else "")
+        t.add_row(lb.name, op, _num(lb.bound), _num(lb.estimate), ratio)
+    reused = sum(lb.reused for lb in report.layers)
+    if reused:
+        t.caption = f"{reused} layer(s) reused cached work (hints only; every bound re-proven)"
     if report.per_logit_bounds:
         t.add_section()
         t.add_row("per-logit", "", ", ".join(f"{b:.4g}" for b in report.per_logit_bounds), "", "")

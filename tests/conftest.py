@@ -18,6 +18,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _lipschitz_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """The on-disk Lipschitz cache goes to a temporary directory, never to $HOME (also for CLI
+    subprocesses, which inherit the environment)."""
+    old = os.environ.get("LIPCERT_CACHE_DIR")
+    os.environ["LIPCERT_CACHE_DIR"] = str(tmp_path_factory.mktemp("lipcert-cache"))
+    yield
+    if old is None:
+        os.environ.pop("LIPCERT_CACHE_DIR", None)
+    else:
+        os.environ["LIPCERT_CACHE_DIR"] = old
+
+
 def need_fmnist() -> Path:
     if not (FMNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)")

@@ -82,6 +82,8 @@ class LayerRecord:
     op: str
     bound: float
     estimate: float | None
+    method: str | None = None
+    reused: bool = False
 
 
 @dataclass
@@ -93,12 +95,17 @@ class Analyser:
     info: dict[Any, Var] = field(default_factory=dict)
     layers: list[LayerRecord] = field(default_factory=list)
     unverifiable: list[str] = field(default_factory=list)
+    #: ``progress(done, total)`` over the graph's nodes (see :data:`certify.data.ProgressFn`)
+    progress: Any = None
 
     # ------------------------------------------------------------------ main loop
 
     def run(self, gm: torch.fx.GraphModule, inputs: dict[str, Any], user: str) -> Any:
         out_node = None
-        for node in gm.graph.nodes:
+        total = len(gm.graph.nodes)
+        for done, node in enumerate(gm.graph.nodes, 1):
+            if self.progress is not None:
+                self.progress(done - 1, total)
             if node.op == "placeholder":
                 self.env[node] = inputs[node.name]
                 if node.name == user:
@@ -114,6 +121,8 @@ class Analyser:
                 out_node = node
             else:
                 self.fail(node, f"{node.op} {node.target}")
+        if self.progress is not None:
+            self.progress(total, total)
         return out_node
 
     def fail(self, node: Any, what: str | None = None) -> None:
@@ -216,8 +225,10 @@ class Analyser:
         k = out.numel() / max(self.env[raw].numel(), 1)
         return math.sqrt(k) if self.norm == "l2" and k > 1 else 1.0
 
-    def record(self, node: Any, factor: float, estimate: float | None = None) -> None:
-        self.layers.append(LayerRecord(node.name, short_name(node.target), float(factor), estimate))
+    def record(self, node: Any, factor: float, estimate: float | None = None, method: str | None = None,
+               reused: bool = False) -> None:
+        self.layers.append(LayerRecord(node.name, short_name(node.target), float(factor), estimate, method,
+                                       reused))
 
     # error terms --------------------------------------------------------------
 

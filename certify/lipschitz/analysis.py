@@ -2,7 +2,9 @@
 
 Results are cached by content: the graph's code, every weight's bytes, the norm, the input shape
 and box, and the batch sizes.  Changing a weight in place, or a new model that happens to reuse
-an old one's memory, always misses the cache.
+an old one's memory, always misses the cache.  Across runs, per-layer work (the convolutions'
+certificate hints and power-iteration estimates) is cached on disk by :mod:`.cache`; those
+entries are hints, and every bound is re-proven from the weights.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Iterable
 import torch
 
 from ..checkpoint import LoadedModel
+from ..data import ProgressFn
 from ..errors import BadInputError
 from . import rules  # noqa: F401  (fills the registry)
 from .analyser import Analyser, Var
@@ -30,18 +33,20 @@ _CACHE_SIZE = 16
 
 
 def analyse(model: LoadedModel, *, norm: str = "l2", input_shape: tuple[int, ...] | None = None,
-            batch_sizes: Iterable[int] | None = None) -> LipschitzReport:
+            batch_sizes: Iterable[int] | None = None, progress: ProgressFn | None = None) -> LipschitzReport:
     """Guaranteed Lipschitz bounds of ``model`` in ``norm`` (L2→L2 or ℓ∞→ℓ∞).
 
     ``batch_sizes``: the batch sizes a run will evaluate the model at; graphs that can change with
     the batch size (TorchScript, modules that specialise) are analysed at each, and the worst
-    bounds are reported.
+    bounds are reported.  ``progress(done, total)``: called as the analyser walks the graph's nodes.
     """
-    return analyse_with_forward(model, norm=norm, input_shape=input_shape, batch_sizes=batch_sizes)[0]
+    return analyse_with_forward(model, norm=norm, input_shape=input_shape, batch_sizes=batch_sizes,
+                                progress=progress)[0]
 
 
 def analyse_with_forward(model: LoadedModel, *, norm: str = "l2", input_shape: tuple[int, ...] | None = None,
-                         batch_sizes: Iterable[int] | None = None) -> tuple[LipschitzReport, ForwardSet | None]:
+                         batch_sizes: Iterable[int] | None = None, progress: ProgressFn | None = None
+                         ) -> tuple[LipschitzReport, ForwardSet | None]:
     """The report and, when verified, the forward pass the certificate runs (:mod:`.forward`)."""
     if norm not in NORMS:
         raise BadInputError(f"expected norm l2 or linf, got {norm!r}")
@@ -55,7 +60,8 @@ def analyse_with_forward(model: LoadedModel, *, norm: str = "l2", input_shape: t
     for g in found:
         key = (content_hash(g.program), norm, shape, bounds, g.batch, g.dynamic)
         if key not in _CACHE:
-            _CACHE[key] = _analyse_graph(g.program, g.source, g.batch, g.dynamic, norm, shape, bounds)  # type: ignore[arg-type]
+            _CACHE[key] = _analyse_graph(g.program, g.source, g.batch, g.dynamic, norm, shape,  # type: ignore[arg-type]
+                                         bounds, progress)
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
         _CACHE.move_to_end(key)
@@ -67,8 +73,9 @@ def analyse_with_forward(model: LoadedModel, *, norm: str = "l2", input_shape: t
 
 
 def _analyse_graph(ep: Any, source: str, batch: int, dynamic: bool, norm: str, shape: tuple[int, ...],
-                   bounds: tuple[float, float]) -> tuple[LipschitzReport, CertifiedForward | None]:
-    analyser = Analyser(norm, box_radius(bounds, shape, norm), batch)
+                   bounds: tuple[float, float], progress: ProgressFn | None = None
+                   ) -> tuple[LipschitzReport, CertifiedForward | None]:
+    analyser = Analyser(norm, box_radius(bounds, shape, norm), batch, progress=progress)
     try:
         inputs, user = analysis_inputs(ep, bounds, shape, batch)
         with torch.no_grad():
@@ -98,7 +105,7 @@ def _unverifiable(norm: str, what: str, source: str = "torch.export") -> tuple[L
 def _finish(an: Analyser, out_node: Any, norm: str, source: str, batch: int, sizes: tuple[int, ...]
             ) -> LipschitzReport:
     first = _first_output(out_node)
-    layers = tuple(LayerBound(r.name, r.op, r.bound, r.estimate) for r in an.layers)
+    layers = tuple(LayerBound(r.name, r.op, r.bound, r.estimate, r.method, r.reused) for r in an.layers)
     if not isinstance(first, torch.fx.Node):
         return LipschitzReport(norm, False, ("output (not a tensor)",), math.inf, (), (), layers, source)
     value = an.env[first]

@@ -13,6 +13,10 @@ class LayerBound:
     op: str
     bound: float
     estimate: float | None = None
+    #: how the bound was obtained, when a rule has several methods (e.g. "fourier", "cholesky")
+    method: str | None = None
+    #: True when cached work from an earlier run was reused (the bound itself is always re-proven)
+    reused: bool = False
 
 
 @dataclass(frozen=True)

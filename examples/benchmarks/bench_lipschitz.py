@@ -1,13 +1,33 @@
-"""Benchmark: Lip₂,∞ of datasets ([WCAT] Table 2) and Jacobian estimates on 1,000 images.
+"""Benchmark: the sound Lipschitz analysis at model scale (issue 19), and Lip₂,∞ of datasets
+([WCAT] Table 2) with Jacobian estimates on 1,000 images.
 
-Run:  PYTHONPATH=. python examples/benchmarks/bench_lipschitz.py [--skip-fmnist] [--device auto]
-Prints one table: dataset, n, Lip₂,∞, paper value, seconds (CPU, and CUDA when present).
+Run:  PYTHONPATH=. python examples/benchmarks/bench_lipschitz.py --analysis [--baseline DIR] [--threads N]
+      PYTHONPATH=. python examples/benchmarks/bench_lipschitz.py [--skip-fmnist] [--device auto]
+
+``--analysis`` prints, per model (the shipped CNN and L2NNN, ResNet-18-shaped nets at widths 16
+and 64, random with BatchNorm statistics set, and briefly trained): the analysis time from a
+fresh process with an empty disk cache (after torch.export's one-off first use, shown apart), the time again with the disk cache warm, the conv layers'
+bound / power-iteration ratio (max and median) and the global bound.  ``--baseline DIR`` runs
+the same measurement with another checkout's ``certify`` (e.g. ``git archive`` of main) and
+prints both side by side with the speed-up; each model runs in its own process with a time
+limit (``--limit``).  The ratio compares the guaranteed bound with a power-iteration estimate of
+the layer itself (zero padding): on small inputs (4×4, 8×8) it includes the true gap between
+circular and zero padding, which the Fourier bound cannot see.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+
+import math
 
 import torch
 from torch import nn
@@ -19,11 +39,162 @@ from certify.estimates import data_lipschitz, empirical_estimates
 PAPER = {"fashion-mnist": 0.626, "mnist": 0.417}
 
 
+# --------------------------------------------------------------------------- the analysis at model scale
+
+MODELS = ["cnn", "l2nnn", "resnet18-w16", "resnet18-w16-trained", "resnet18-w64", "resnet18-w64-trained"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.short = None
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.b2(self.c2(torch.relu(self.b1(self.c1(x)))))
+        return torch.relu(y + (x if self.short is None else self.short(x)))
+
+
+class ResNet18(nn.Module):
+    """CIFAR ResNet-18 (3×32×32, 3×3 stem, BasicBlocks [2, 2, 2, 2]) at a given base width."""
+
+    def __init__(self, width: int = 64, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        blocks, cin = [], width
+        for i, mult in enumerate((1, 2, 4, 8)):
+            for j in range(2):
+                blocks.append(BasicBlock(cin, width * mult, 2 if i > 0 and j == 0 else 1))
+                cin = width * mult
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def resnet(width: int, trained: bool) -> nn.Module:
+    torch.manual_seed(0)
+    net = ResNet18(width)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    if trained:  # a brief SGD run on random images and labels (BatchNorm statistics follow)
+        steps, batch = (40, 16) if width <= 16 else (12, 8)
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        g = torch.Generator().manual_seed(1)
+        net.train()
+        for _ in range(steps):
+            x = torch.rand(batch, 3, 32, 32, generator=g)
+            y = torch.randint(0, 10, (batch,), generator=g)
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    return net.eval()
+
+
+def load(name: str):  # type: ignore[no-untyped-def]
+    from certify.checkpoint import LoadedModel, ModelMetadata, load_model
+
+    if name == "cnn":
+        return load_model(ROOT / "examples/models/fmnist_baseline.pt2")
+    if name == "l2nnn":
+        return load_model(ROOT / "examples/models/fmnist_l2nnn.pt2")
+    width = int(name.split("-w")[1].split("-")[0])
+    module = resnet(width, name.endswith("trained"))
+    return LoadedModel(module=module, format="nn.Module", path="<memory>", sha256="0",
+                       metadata=ModelMetadata(input_shape=(3, 32, 32)))
+
+
+def measure_one(name: str, threads: int) -> dict[str, object]:
+    """Runs in a fresh process: analysis time with an empty disk cache, then with it warm."""
+    torch.set_num_threads(threads)
+    from certify.lipschitz import analyse, analysis
+
+    model = load(name)
+    os.environ["LIPCERT_CACHE_DIR"] = tempfile.mkdtemp(prefix="lipcert-bench-")
+    start = time.perf_counter()  # torch.export's first use in a process (imports, tracing machinery)
+    torch.export.export(nn.Linear(2, 2), (torch.zeros(1, 2),))
+    startup = time.perf_counter() - start
+    start = time.perf_counter()
+    rep = analyse(model, norm="l2")
+    fresh = time.perf_counter() - start
+    analysis._CACHE.clear()
+    start = time.perf_counter()
+    rep2 = analyse(model, norm="l2")
+    warm = time.perf_counter() - start
+    ratios = [lb.bound / lb.estimate for lb in rep.layers if lb.op.startswith("conv") and lb.estimate]
+    return {"startup": startup, "fresh": fresh, "warm": warm, "global": rep.global_bound, "global_warm": rep2.global_bound,
+            "ratio_max": max(ratios, default=float("nan")), "ratio_median": statistics.median(ratios or [math.nan]),
+            "convs": len(ratios), "reused": sum(bool(getattr(lb, "reused", False)) for lb in rep2.layers)}
+
+
+def run_one(name: str, threads: int, path: Path, limit: float) -> dict[str, object] | None:
+    env = dict(os.environ, PYTHONPATH=str(path))
+    cmd = [sys.executable, __file__, "--one", name, "--threads", str(threads)]
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return None
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        sys.stderr.write(out.stderr[-2000:])
+        return None
+    return json.loads(lines[-1])
+
+
+def analysis_table(models: list[str], threads: int, baseline: Path | None, limit: float) -> None:
+    print(f"Lipschitz analysis, CPU, torch threads = {threads} (times in s; '>' = did not finish in the limit;"
+          " export* = torch.export's one-off first use in a process, not included in 'fresh')")
+    head = f"{'model':<22}{'export*':>8}{'fresh':>8}{'warm':>8}{'ratio max':>11}{'median':>9}{'global':>13}"
+    if baseline is not None:
+        head += f"  |{'base':>9}{'speed-up':>9}{'base max':>10}{'base global':>13}"
+    print(head)
+    for name in models:
+        new = run_one(name, threads, ROOT, limit)
+        row = f"{name:<22}"
+        if new is None:
+            row += f"{'>' + format(limit, '.0f'):>8}"
+        else:
+            row += (f"{new['startup']:>8.2f}{new['fresh']:>8.2f}{new['warm']:>8.2f}{new['ratio_max']:>11.4f}{new['ratio_median']:>9.4f}"
+                    f"{new['global']:>13.6g}")
+        if baseline is not None:
+            base = run_one(name, threads, baseline, limit)
+            if base is None:
+                row += f"  |{'>' + format(limit, '.0f'):>9}{'—':>9}"
+            else:
+                speed = base["fresh"] / new["fresh"] if new else float("nan")
+                row += (f"  |{base['fresh']:>9.2f}{speed:>8.1f}×{base['ratio_max']:>10.4f}"
+                        f"{base['global']:>13.6g}")
+        print(row, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-fmnist", action="store_true")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--analysis", action="store_true", help="benchmark the sound Lipschitz analysis")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--baseline", type=Path, default=None, help="another checkout to compare with")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--limit", type=float, default=400.0, help="seconds per model and checkout")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure_one(args.one, args.threads)))
+        return
+    if args.analysis:
+        analysis_table(args.models.split(","), args.threads, args.baseline, args.limit)
+        return
     dev = resolve_device(args.device)
     sets = [("mnist5k", "train", None), ("mnist", "test", "/work/shared/data/mnist")]
     if not args.skip_fmnist:

@@ -1,0 +1,192 @@
+"""Fourier bounds of convolutions (issue 19): above the exact norm, tight against the circulant,
+and the on-disk cache of their hints (never trusted as a bound)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from certify.lipschitz import analysis, cache
+from certify.lipschitz import operator_norms as on
+from certify.lipschitz import analyse
+from tests.helpers_lipschitz import loaded
+
+
+def dense(fn, shape: tuple[int, ...]) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    x = torch.zeros(shape, dtype=torch.float64)
+    return torch.autograd.functional.jacobian(fn, x).reshape(-1, x.numel())
+
+
+def sigma(a: torch.Tensor) -> float:
+    return float(torch.linalg.matrix_norm(a, ord=2))
+
+
+def exact_zero_padded(spec: on.ConvSpec) -> float:
+    return sigma(dense(spec.apply, spec.in_shape))
+
+
+def exact_circulant(spec: on.ConvSpec) -> float:
+    """The strided circular convolution on the Fourier bound's grid, as a dense matrix."""
+    (n1, n2), _ = on._grid(spec)
+    k1, k2 = on._effective_kernel(spec)
+    c = spec.in_shape[0]
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        xp = F.pad(x.unsqueeze(0), (0, k2 - 1, 0, k1 - 1), mode="circular") if (k1, k2) != (1, 1) else x.unsqueeze(0)
+        return F.conv2d(xp, spec.weight, None, spec.stride, 0, spec.dilation, spec.groups)[0]
+
+    return sigma(dense(fn, (c, n1, n2)))
+
+
+def make_spec(cin: int, cout: int, k: tuple[int, int], stride: tuple[int, int], pad: tuple[int, int],
+              dil: tuple[int, int], groups: int, n: tuple[int, int], seed: int) -> on.ConvSpec:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(cout, cin // groups, *k, generator=g)
+    return on.ConvSpec(w, stride, pad, dil, groups, (cin, *n))
+
+
+CASES = [  # cin, cout, k, stride, pad, dilation, groups, n
+    (2, 3, (3, 3), (1, 1), (1, 1), (1, 1), 1, (6, 6)),
+    (2, 4, (3, 3), (2, 2), (1, 1), (1, 1), 1, (7, 7)),
+    (4, 4, (3, 3), (1, 1), (2, 2), (2, 2), 2, (8, 8)),
+    (3, 2, (2, 2), (2, 2), (0, 0), (1, 1), 1, (8, 8)),
+    (3, 6, (5, 5), (3, 3), (2, 2), (1, 1), 3, (9, 9)),
+    (2, 2, (1, 1), (2, 2), (0, 0), (1, 1), 1, (6, 6)),
+    (4, 2, (3, 3), (1, 1), (4, 4), (1, 1), 1, (4, 4)),
+    (2, 3, (3, 1), (1, 2), (1, 0), (1, 1), 1, (5, 8)),
+    (3, 3, (1, 4), (1, 1), (0, 0), (1, 1), 1, (1, 12)),  # a conv1d as the rule sees it
+    (4, 8, (3, 3), (2, 1), (1, 2), (1, 3), 4, (6, 7)),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fourier_bound_is_above_exact_and_tight_against_the_circulant(case) -> None:  # type: ignore[no-untyped-def]
+    spec = make_spec(*case, seed=sum(case[:2]))
+    fb = on.conv_fourier_bound(spec)
+    exact = exact_zero_padded(spec)
+    circ = exact_circulant(spec)
+    assert fb.bound >= exact
+    assert fb.bound >= circ  # the certified circulant norm …
+    assert fb.bound <= circ * 1.001  # … is the circulant norm (an equality in exact arithmetic)
+    assert fb.estimate <= circ * (1 + 1e-9)
+    res = on.conv_l2(spec)
+    assert res.bound >= exact and res.estimate <= exact * (1 + 1e-6)
+    assert res.bound <= fb.bound
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+       st.integers(1, 2), st.integers(0, 2), st.integers(1, 2), st.sampled_from([1, 2]), st.integers(3, 8),
+       st.integers(3, 8), st.integers(0, 10_000))
+def test_fourier_bound_property(cin_g: int, cout_g: int, k1: int, k2: int, s1: int, s2: int, p: int, d: int,
+                                groups: int, n1: int, n2: int, seed: int) -> None:
+    cin, cout = cin_g * groups, cout_g * groups
+    if n1 + 2 * p < d * (k1 - 1) + 1 or n2 + 2 * p < d * (k2 - 1) + 1:
+        return  # no output
+    spec = make_spec(cin, cout, (k1, k2), (s1, s2), (p, p), (d, d), groups, (n1, n2), seed)
+    fb = on.conv_fourier_bound(spec)
+    assert fb.bound >= exact_zero_padded(spec)
+    assert fb.bound <= exact_circulant(spec) * 1.001
+    assert on.conv_l2(spec).bound >= exact_zero_padded(spec)
+
+
+def test_fourier_bound_survives_a_bad_hint() -> None:
+    spec = make_spec(3, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1, (7, 7), seed=3)
+    fresh = on.conv_fourier_bound(spec)
+    for hint in (1e-6, fresh.mu * 0.99, fresh.mu):
+        assert on.conv_fourier_bound(spec, hint=hint).bound >= exact_circulant(spec)
+
+
+@pytest.mark.parametrize("mode", ["circular", "reflect", "replicate", "zeros"])
+def test_padding_modes_through_the_analyser(mode: str) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode=mode), nn.Flatten(), nn.Linear(3 * 36, 4))
+    rep = analyse(loaded(net, (2, 6, 6)), norm="l2")
+    assert rep.verified
+    jac = dense(lambda x: net(x.float().unsqueeze(0))[0].double(), (2, 6, 6))
+    assert rep.global_bound >= sigma(jac)
+
+
+def _cnn(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16, 3))
+
+
+def _fresh(net: nn.Module):  # type: ignore[no-untyped-def]
+    analysis._CACHE.clear()  # the in-process cache would answer first
+    return analyse(loaded(net, (1, 8, 8)), norm="l2")
+
+
+def _convs(rep):  # type: ignore[no-untyped-def]
+    return [lb for lb in rep.layers if lb.op == "conv2d"]
+
+
+def test_disk_cache_reuses_and_a_changed_weight_misses(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LIPCERT_CACHE_DIR", str(tmp_path))
+    net = _cnn(0)
+    first = _fresh(net)
+    assert not any(lb.reused for lb in _convs(first))
+    assert list(tmp_path.rglob("*.json"))
+    second = _fresh(net)
+    assert all(lb.reused for lb in _convs(second))
+    for a, b in zip(_convs(first), _convs(second)):
+        assert b.bound >= a.bound * (1 - 1e-12) and b.bound <= a.bound * (1 + 1e-9)
+        assert b.estimate == a.estimate
+    with torch.no_grad():
+        net[2].weight[0, 0, 0, 0] += 1e-3
+    third = _fresh(net)
+    assert [lb.reused for lb in _convs(third)] == [True, False]
+
+
+def test_forged_or_corrupted_cache_entries_cannot_lower_a_bound(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LIPCERT_CACHE_DIR", str(tmp_path))
+    net = _cnn(1)
+    honest = _convs(_fresh(net))
+    files = sorted(tmp_path.rglob("*.json"))
+    assert len(files) == 2
+    for f in files:  # forge: tiny hints, tiny estimates
+        raw = json.loads(f.read_text())
+        f.write_text(json.dumps(dict(raw, hint=1e-12, estimate=1e-12)))
+    forged = _convs(_fresh(net))
+    for h, fo in zip(honest, forged):
+        assert fo.reused and fo.bound >= h.bound * (1 - 1e-9)
+    for f, junk in zip(files, ["{not json", json.dumps({"hint": "1", "estimate": 2.0})]):
+        f.write_text(junk)
+    again = _convs(_fresh(net))
+    assert not any(lb.reused for lb in again)
+    assert all(a.bound >= h.bound * (1 - 1e-9) for a, h in zip(again, honest))
+
+
+def test_cache_key_depends_on_bytes_and_params_and_can_be_off(tmp_path, monkeypatch) -> None:
+    w = torch.randn(2, 2, 3, 3)
+    k = cache.tensor_key("m", w, {"stride": [1, 1]})
+    assert k != cache.tensor_key("m", w, {"stride": [2, 1]})
+    assert k != cache.tensor_key("m2", w, {"stride": [1, 1]})
+    w2 = w.clone()
+    w2.view(-1)[5] = torch.nextafter(w2.view(-1)[5], torch.tensor(math.inf))
+    assert k != cache.tensor_key("m", w2, {"stride": [1, 1]})
+    monkeypatch.setenv("LIPCERT_CACHE_DIR", "off")
+    assert cache.cache_dir() is None
+    cache.store(k, {"hint": 1.0})
+    assert cache.load(k, ("hint",)) is None
+    monkeypatch.setenv("LIPCERT_CACHE_DIR", str(tmp_path))
+    cache.store(k, {"hint": 1.0})
+    assert cache.load(k, ("hint",)) == {"hint": 1.0}
+    assert cache.load(k, ("hint", "estimate")) is None
+
+
+def test_progress_callback_reaches_the_end(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LIPCERT_CACHE_DIR", str(tmp_path))
+    seen: list[tuple[int, int]] = []
+    analysis._CACHE.clear()
+    rep = analyse(loaded(_cnn(2), (1, 8, 8)), norm="l2", progress=lambda d, t: seen.append((d, t)))
+    assert rep.verified and seen and seen[-1][0] == seen[-1][1]
+    assert all(0 <= d <= t for d, t in seen)
