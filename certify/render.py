@@ -234,14 +234,14 @@ def _check_value(key: str, value: Any, where: str, here: str) -> None:
 
 def wrap_results(raw: Any, where: str = "results") -> dict[str, Any]:
     """Accept a combined JSON, or a bare certify/attack JSON (wrapped into the combined shape)."""
-    from .errors import BadInputError
+    from .errors import BadInputError, short_repr
 
     if not isinstance(raw, dict) or "command" not in raw:
         raise BadInputError(f"{where}: expected a lipcert results JSON object with a 'command' key")
     version = raw.get("schema_version", JSON_SCHEMA_VERSION)
     if version != JSON_SCHEMA_VERSION:
-        raise BadInputError(f"{where}: written with schema_version {version!r}, this lipcert reads schema_version "
-                            f"{JSON_SCHEMA_VERSION}; rerun lipcert {raw['command']} with this version")
+        raise BadInputError(f"{where}: written with schema_version {short_repr(version, 40)}, this lipcert reads "
+                            f"schema_version {JSON_SCHEMA_VERSION}; rerun the lipcert command with this version")
     check_result_values(raw, str(where))
     cmd = raw["command"]
     if cmd in ("analyze", "run"):

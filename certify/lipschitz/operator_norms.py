@@ -379,7 +379,7 @@ def _chunks(spec: ConvSpec) -> list[torch.Tensor]:
     side = min(o // spec.groups, spec.stride[0] * spec.stride[1] * ig)
     per_row = (m2 // 2 + 1) * spec.groups * (side * side + o // spec.groups * spec.stride[0] * spec.stride[1] * ig) * 16
     rows = max(1, FOURIER_CHUNK_BYTES // max(per_row, 1))
-    return list(torch.arange(m1).split(rows))
+    return list(torch.arange(m1, device=spec.weight.device).split(rows))
 
 
 def _gram(b: torch.Tensor) -> torch.Tensor:

@@ -94,8 +94,8 @@ def resnet(width: int, trained: bool) -> nn.Module:
         g = torch.Generator().manual_seed(1)
         net.train()
         for _ in range(steps):
-            x = torch.rand(batch, 3, 32, 32, generator=g)
-            y = torch.randint(0, 10, (batch,), generator=g)
+            x = torch.rand(batch, 3, 32, 32, generator=g, device="cpu")
+            y = torch.randint(0, 10, (batch,), generator=g, device="cpu")
             opt.zero_grad()
             nn.functional.cross_entropy(net(x), y).backward()
             opt.step()
@@ -123,7 +123,7 @@ def measure_one(name: str, threads: int) -> dict[str, object]:
     model = load(name)
     os.environ["LIPCERT_CACHE_DIR"] = tempfile.mkdtemp(prefix="lipcert-bench-")
     start = time.perf_counter()  # torch.export's first use in a process (imports, tracing machinery)
-    torch.export.export(nn.Linear(2, 2), (torch.zeros(1, 2),))
+    torch.export.export(nn.Linear(2, 2), (torch.zeros(1, 2, device="cpu"),))
     startup = time.perf_counter() - start
     start = time.perf_counter()
     rep = analyse(model, norm="l2")
