@@ -57,8 +57,15 @@ class Block(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self, block: Block, mode: str, alpha: float, act: str, gen: torch.Generator):
+    """``head ∘ [residual/activation] ∘ block ∘ [activation] ∘ pre``.
+
+    ``tight``: ``pre`` is 2x − 1 on two copies of the input and the head has an all-ones row and a
+    one-hot row, so the analyser's bound of the whole net is close to the truth and a missed factor
+    in the block's rule (a copy count, a slope) shows; otherwise both are random dense layers."""
+
+    def __init__(self, block: Block, mode: str, alpha: float, act: str, gen: torch.Generator, tight: bool = False):
         super().__init__()
+        self.tight = tight
         self.pre = nn.Linear(int(np.prod(SHAPE)), C * H * W)
         with torch.no_grad():
             self.pre.weight.copy_(torch.randn(C * H * W, int(np.prod(SHAPE)), generator=gen) / 4)
@@ -66,12 +73,21 @@ class Net(nn.Module):
         self.block, self.mode, self.alpha, self.act = block, mode, alpha, act
         with torch.no_grad():
             out = self._body(torch.zeros(2, *SHAPE))
-        self.head = nn.Linear(out.shape[1], CLASSES)
+        n = out.shape[1]
+        self.head = nn.Linear(n, CLASSES)
         with torch.no_grad():
-            self.head.weight.copy_(torch.randn(CLASSES, out.shape[1], generator=gen) / math.sqrt(out.shape[1]))
+            w = torch.randn(CLASSES, n, generator=gen) / math.sqrt(n)
+            if tight:
+                w[0] = 1.0
+                w[2] = 0.0
+                w[2, int(torch.randint(n, (1,), generator=gen))] = 1.0
+            self.head.weight.copy_(w)
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.pre(x.flatten(1)).unflatten(1, (C, H, W))
+        if self.tight:
+            z = x.repeat(1, C // SHAPE[0], 1, 1) * 2 - 1
+        else:
+            z = self.pre(x.flatten(1)).unflatten(1, (C, H, W))
         if self.act == "relu":
             z = torch.relu(z)
         elif self.act == "two-sided":
@@ -800,7 +816,7 @@ class Trial:
 
     def __repr__(self) -> str:
         n = self.net
-        return f"{self.op} seed={self.seed} [{self.desc}] mode={n.mode} alpha={n.alpha} act={n.act}"
+        return f"{self.op} seed={self.seed} [{self.desc}] mode={n.mode} alpha={n.alpha} act={n.act} tight={n.tight}"
 
 
 def build(op: str, seed: int) -> Trial | None:
@@ -810,8 +826,9 @@ def build(op: str, seed: int) -> Trial | None:
     mode = d.pick("plain", "plain", "residual", "rsub", "relu-after")
     alpha = float(d.pick(-1.0, -3.0, 1.0, 0.5, 3.0))
     act = d.pick("none", "none", "relu", "two-sided")
+    tight = bool(d.rng.random() < 0.4)
     try:
-        net = Net(block, mode, alpha, act, d.gen).eval()
+        net = Net(block, mode, alpha, act, d.gen, tight).eval()
         with torch.no_grad():
             out = net(torch.rand(3, *SHAPE, generator=d.gen))
     except Exception:  # noqa: BLE001 - torch refuses the drawn arguments: nothing to analyse
