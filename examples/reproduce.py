@@ -1,4 +1,4 @@
-"""Reproduction figures for the shipped models against the papers (issue 3).
+"""Reproduction figures for the shipped models against the papers ([L2NNN], [LINF-DIST], [WCAT]).
 
     python examples/reproduce.py [--limit 10000] [--models-dir examples/models]
 

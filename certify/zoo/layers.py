@@ -1,4 +1,4 @@
-"""Layers that are Lipschitz by construction (SCIENCE §5).
+"""Layers that are Lipschitz by construction ([L2NNN] Qian & Wegman, ICLR 2019; [LINF-DIST] ℓ∞-dist nets, ICLR 2021).
 
 L2NNN building blocks [L2NNN] — each is nonexpansive (1-Lipschitz) in L2:
 

@@ -1,4 +1,4 @@
-"""Training objectives of the Lipschitz-by-construction families (SCIENCE §5).
+"""Training objectives of the Lipschitz-by-construction families ([L2NNN] loss L_a + γ·L_b + ω·L_c; [LINF-DIST] hinge loss; docs/references.md).
 
 * :class:`L2NNNLoss`: ``L_a + γ·L_b + ω·L_c`` [L2NNN] with trainable per-class
   scales ``u_k`` and a trainable scalar ``v``:

@@ -1,4 +1,4 @@
-"""Model builders for the network families lipcert trains and ships (SCIENCE §5).
+"""Model builders for the network families lipcert trains and ships ([L2NNN] Qian & Wegman, ICLR 2019; [LINF-DIST] ℓ∞-dist nets, ICLR 2021).
 
 Every builder returns an ``nn.Module`` taking N×1×28×28 images in [0, 1];
 :data:`FAMILIES` maps a family name to its builder and the Lipschitz claim its
