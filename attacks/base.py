@@ -1,4 +1,4 @@
-"""Attack base classes (CONVENTIONS item 3, after foolbox 3).
+"""Attack base classes (after foolbox 3's ``FixedEpsilonAttack`` / ``MinimizationAttack``).
 
 An attack is a small class: settings are keyword-only ``__init__``
 arguments, ε comes at call time.  The base does the rest:

@@ -1,4 +1,4 @@
-"""Early stop and batch compaction, chosen per device (issue 12; defaults in :data:`DEFAULT_EARLY_STOP`).
+"""Early stop and batch compaction, chosen per device (docs/determinism.md; defaults in :data:`DEFAULT_EARLY_STOP`).
 
 Stopping a point as soon as it is adversarial and dropping it from the batch ("compaction") wins on the
 CPU, where work is proportional to the batch.  On a GPU, knowing which points to drop needs a

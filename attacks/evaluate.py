@@ -1,4 +1,4 @@
-"""``evaluate``: run an attack suite against a model and report robust accuracy (SCIENCE §4).
+"""``evaluate``: run an attack suite against a model and report robust accuracy ([L2NNN] Tables 1–2; [WCAT] §5.1).
 
 Semantics
 ---------
@@ -280,7 +280,7 @@ def evaluate(
 ) -> AttackReport:
     """Attack every example of ``data`` with a suite; see the module docs for the semantics.
 
-    ``cascade=True`` (AutoAttack's flow, CONVENTIONS item 4): each fixed-ε attack only attacks
+    ``cascade=True`` (AutoAttack's flow): each fixed-ε attack only attacks
     the points still robust after the attacks before it, and its rows give the robust accuracy
     *after* it and those before it.  The budgets of one attack (``steps``) each start from the
     same state, so the iteration-scaling view compares like with like.  ``cascade=False`` runs

@@ -1,4 +1,4 @@
-"""Attacks backed by foolbox 3 (CONVENTIONS item 3: wrap, don't re-implement).
+"""Attacks backed by foolbox 3 (wrap, don't re-implement).
 
 Each wrapper builds the foolbox attack from its own keyword-only settings
 and lets the lipcert base do projection, clipping and the success check.

@@ -1,4 +1,4 @@
-"""The attack registry: suites name attacks, this dict maps names to classes (CONVENTIONS item 4)."""
+"""The attack registry: suites name attacks, this dict maps names to classes (suites are data, after AutoAttack's flow without its if-chains)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Resuming ``lipcert attack`` from the JSON of an interrupted run (issue 8).
+"""Resuming ``lipcert attack`` from the JSON of an interrupted run (docs/security.md covers what a partial file may hold).
 
 An interrupted run keeps only its completed chunks of points (see
 :data:`certify.defaults.ATTACK_CHUNK`); :func:`resume_state` reads them back from

@@ -16,7 +16,7 @@ from typing import Any
 from ._version import __version__
 
 #: Public name → the module that owns it.  Imported on first use (PEP 562), so
-#: ``import certify`` and ``lipcert --help`` stay free of torch (CONVENTIONS item 15).
+#: ``import certify`` and ``lipcert --help`` stay free of torch (a small front door, after rich's ``__init__``).
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["CertificatePlan", "CertifyReport", "EpsResult", "Examples", "certify", "plan_certificate"],
                     "certificates"),

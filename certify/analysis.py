@@ -1,4 +1,4 @@
-"""Analyses of per-example results (SCIENCE §4): curves, bins, hybrid, margins, singular values.
+"""Analyses of per-example results ([WCAT] §5.1 error curve; [L2NNN] Fig. 2 and Tables 1–2): curves, bins, hybrid, margins, singular values.
 
 Everything here is a pure function of per-example arrays (labels, predictions,
 confidence gaps, label margins, certified radii and minimum adversarial

@@ -1,4 +1,4 @@
-"""``certify``: from a model and a dataset to certified accuracies (SCIENCE §1).
+"""``certify``: from a model and a dataset to certified accuracies (radii: [L2NNN] Lemmas 1 and 6, [LINF-DIST] Fact 3.2; docs/soundness.md).
 
 :func:`plan_certificate` decides which margin-to-radius rule applies and on
 what basis (verified from the weights, declared in metadata, or assumed by

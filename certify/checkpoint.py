@@ -241,9 +241,9 @@ def _looks_like_onnx(p: Path) -> bool:
     return head[:1] == b"\x08" and len(head) == 2 and head[1] < 0x20
 
 
-#: Modules whose nn.Module classes a *file* may name as its architecture.  Other
-#: modules must be named by the user (``trusted_modules`` / ``--trust-module``).
-BUILTIN_ARCH_MODULES = ("certify.models", "certify.layers")
+#: Modules whose nn.Module classes a *file* may name as its architecture (the zoo, and its
+#: old names, which files still carry).  Others must be named by the user (``--trust-module``).
+BUILTIN_ARCH_MODULES = ("certify.models", "certify.layers", "certify.zoo.models", "certify.zoo.layers")
 
 
 def resolve_class(spec: str, *, trusted_modules: tuple[str, ...] | None = None) -> type[nn.Module]:
@@ -259,7 +259,7 @@ def resolve_class(spec: str, *, trusted_modules: tuple[str, ...] | None = None) 
     if trusted_modules is not None and mod_name not in BUILTIN_ARCH_MODULES + tuple(trusted_modules):
         raise UnsafeCheckpointError(
             f"the checkpoint names architecture {short_repr(spec)}, outside lipcert's own models "
-            f"({', '.join(BUILTIN_ARCH_MODULES)}); lipcert imports nothing a file names. If you trust that "
+            f"({', '.join(BUILTIN_ARCH_MODULES[:2])}); lipcert imports nothing a file names. If you trust that "
             f"code, pass --trust-module {short_repr(mod_name, 40)[1:-1]} or --arch {short_repr(spec, 60)[1:-1]}"
         )
     try:
@@ -275,7 +275,7 @@ def resolve_class(spec: str, *, trusted_modules: tuple[str, ...] | None = None) 
         if not part or part.startswith("__") or not hasattr(obj, part):
             raise BadInputError(f"architecture: {mod_name!r} has no attribute {short_repr(cls_name, 60)}")
         obj = getattr(obj, part)
-    if mod_name == "certify.models" and obj in _family_builders():
+    if mod_name in ("certify.models", "certify.zoo.models") and obj in _family_builders():
         return obj  # lipcert's own family builders (functions returning an nn.Module)
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise BadInputError(f"architecture: {short_repr(spec)} is not an nn.Module subclass; "
@@ -284,7 +284,7 @@ def resolve_class(spec: str, *, trusted_modules: tuple[str, ...] | None = None) 
 
 
 def _family_builders() -> list[Any]:
-    from .models import FAMILIES
+    from .zoo.models import FAMILIES
 
     return [b for fam in FAMILIES.values() for b in fam.builders.values()]
 
@@ -332,7 +332,7 @@ def _build_sequential(layers: tuple[Any, ...]) -> nn.Module:
     """Build ``nn.Sequential`` from ``[{Conv2d: [1, 16, 3]}, "ReLU", {Linear: {in_features: 4, ...}}]``.
 
     Names are looked up in ``torch.nn`` and in lipcert's own layers
-    (:mod:`certify.layers`, when present).
+    (:mod:`certify.zoo.layers`, when present).
     """
     mods: list[nn.Module] = []
     for i, item in enumerate(layers):
@@ -356,7 +356,7 @@ def _build_sequential(layers: tuple[Any, ...]) -> nn.Module:
 
 
 def _layer_class(name: Any, i: int) -> Any:
-    from . import layers as layers_mod
+    from .zoo import layers as layers_mod
 
     for mod in (nn, layers_mod):
         obj = getattr(mod, name, None) if isinstance(name, str) and not name.startswith("_") else None

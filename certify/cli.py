@@ -407,7 +407,7 @@ def check_lipschitz_constant(loaded: Any, norm: str, certificate: str, lipschitz
             "name --certificate l2-multi, l2-single or linf-dist to certify with a given constant")
 
 
-# --------------------------------------------------------------------------- lipschitz (issue 4)
+# --------------------------------------------------------------------------- lipschitz
 
 
 @main.command()
@@ -480,7 +480,7 @@ def data_lipschitz_cmd(data_source: str, split: str, data_root: str | None, limi
 
 
 
-# --------------------------------------------------------------------------- attack (issue 5)
+# --------------------------------------------------------------------------- attack
 
 
 def _int_list(name: str, values_: Sequence[str] | str) -> tuple[int, ...]:
@@ -584,7 +584,7 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
 
 
 
-# --------------------------------------------------------------------------- analyze / report (issue 6)
+# --------------------------------------------------------------------------- analyze / report
 
 
 @main.command()
@@ -704,7 +704,7 @@ def report(results: tuple[str, ...], pdf_path: str | None, md_path: str | None, 
 
 
 
-# --------------------------------------------------------------------------- run / gate (issue 7)
+# --------------------------------------------------------------------------- run / gate
 
 
 gate_output_options = option_group(
@@ -854,7 +854,7 @@ def gate_command(results: tuple[str, ...], config_path: str, baseline_path: str 
 
 
 
-# --------------------------------------------------------------------------- demo (issue 3)
+# --------------------------------------------------------------------------- demo
 
 from .defaults import DEMO_ATTACK_STEPS  # noqa: E402  (kept in this section so branches merge cleanly)
 

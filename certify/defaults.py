@@ -1,4 +1,4 @@
-"""Every default lipcert uses lives here (CONVENTIONS item 5).
+"""Every default lipcert uses lives here (after deel-torchlip's ``DEFAULT_*`` constants).
 
 The CLI's ``show_default=True`` options, the dataclass defaults and the YAML
 suite schema all read these names, so a default is changed in one place.
@@ -32,7 +32,7 @@ FLOAT_SAFETY_ULPS = 64
 #: A progress bar is drawn when a run has at least this many examples.
 PROGRESS_MIN_EXAMPLES = 512
 
-# --------------------------------------------------------------------------- analyses and reports (issue 6)
+# --------------------------------------------------------------------------- analyses and reports
 
 #: ε values at which the summary reads off %err and certified accuracy ([WCAT] §5.1).
 DEFAULT_ANALYSIS_EPS: dict[str, tuple[float, ...]] = {"l2": (0.0, 0.1, 1.5), "linf": (8 / 255,)}
@@ -49,13 +49,13 @@ MARGIN_HIST_BINS = 40
 #: Training examples used for the train-split margin histogram in ``lipcert analyze``.
 TRAIN_MARGIN_LIMIT = 2000
 
-# --------------------------------------------------------------------------- suites and gates (issue 7)
+# --------------------------------------------------------------------------- suites and gates
 
 #: Gates: baseline comparison allows this much drop (absolute, accuracy in [0, 1]) ...
 DEFAULT_MAX_DROP = 0.0
 #: ... plus this explicit noise tolerance (absolute).
 DEFAULT_NOISE_TOLERANCE = 0.0
-# --------------------------------------------------------------------------- Lipschitz analysis (issue 4)
+# --------------------------------------------------------------------------- Lipschitz analysis
 
 #: Gram iteration steps for guaranteed L2 norms of dense matrices; the bound
 #: overshoots σ_max by at most rank^(1/2^(t+1)) (t=18: 1.00003 for rank 784).
@@ -78,7 +78,7 @@ LIPSCHITZ_CONV_EXACT_MAX_FLOPS = 1e9
 #: bound max(C, bound) as L, so this tolerance never over-claims.
 LIPSCHITZ_CLAIM_TOLERANCE = 1e-3
 
-# Empirical estimates (SCIENCE §3)
+# Empirical estimates ([L2NNN] §3.1, [WCAT] Tables 1, 2 and 4)
 ESTIMATE_POWER_ITERATIONS = 10
 ESTIMATE_BATCH_SIZE = 250
 LOCAL_SEARCH_POINTS = 16
@@ -87,7 +87,7 @@ LOCAL_SEARCH_RADIUS = 0.1
 
 # Lipschitz constant of the data
 DATA_LIPSCHITZ_BLOCK = 2048
-# --------------------------------------------------------------------------- attacks (issue 5)
+# --------------------------------------------------------------------------- attacks
 
 #: Attacks run by ``lipcert attack`` when ``--attacks`` is not given: AutoAttack's two
 #: gradient attacks (APGD-CE, then targeted APGD-DLR on the points still robust), then a
@@ -139,7 +139,7 @@ DEMO_L2_EPS = (0.1, 0.3, 0.5)
 DEMO_LINF_EPS = (0.1,)
 DEMO_ATTACK_STEPS = 20
 
-# --------------------------------------------------------------------------- attacks per device (issue 12)
+# --------------------------------------------------------------------------- attacks per device
 
 #: PGD's early stop and batch compaction, per device type: ``(every, compact_below)``.
 #: Every ``every`` steps PGD asks which points are already adversarial (one device→host sync) and drops

@@ -1,4 +1,4 @@
-"""The device rule (issue 12): one resolved device for the model, every batch and every tensor lipcert makes.
+"""The device rule (docs/api.md, "Devices"): one resolved device for the model, every batch and every tensor lipcert makes.
 
 - The CLI resolves ``--device`` once (:func:`resolve_device`) and loads the model there.
 - Library functions take ``device=None`` to mean "the model's device" (:func:`run_device`); a device

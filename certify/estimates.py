@@ -1,4 +1,4 @@
-"""Empirical lower bounds on a model's Lipschitz constant, and the data's own constant (SCIENCE §3).
+"""Empirical lower bounds on a model's Lipschitz constant, and the data's own constant ([L2NNN] §3.1; [WCAT] Tables 1, 2, 4 and App. C).
 
 - :func:`empirical_estimates`: on data points, the Jacobian spectral norm ‖J(x)‖₂
   (power iteration with jvp/vjp, J never materialised), the loss-gradient norms

@@ -1,4 +1,4 @@
-"""Documented sanity flags (CONVENTIONS item 7; after AutoAttack's ``checks.py``).
+"""Documented sanity flags (after AutoAttack's ``checks.py`` and ``flags_doc.md``; listed in docs/flags.md).
 
 Each flag has an ID and a documentation entry saying when it is raised and
 what it means; ``docs/flags.md`` is generated from :data:`FLAG_DOCS` and a

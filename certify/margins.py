@@ -1,4 +1,4 @@
-"""Confidence gaps, label margins and the radii they certify (SCIENCE §1).
+"""Confidence gaps, label margins and the radii they certify ([L2NNN] Lemmas 1 and 6; [LINF-DIST] Fact 3.2; docs/soundness.md).
 
 Everything here works on float64: logits are promoted before any difference
 is taken, and a documented safety margin (:data:`~certify.defaults.FLOAT_SAFETY_ULPS`)

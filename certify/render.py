@@ -160,7 +160,7 @@ def _cell(v: Any) -> Any:
     return v
 
 
-# --------------------------------------------------------------------------- analyze / report (issue 6)
+# --------------------------------------------------------------------------- analyze / report
 
 RESULT_SECTIONS = ("certify", "attack", "lipschitz", "analysis")
 
@@ -360,7 +360,7 @@ def summary_table(results: Sequence[dict[str, Any]]) -> Table:
     return t
 
 
-# --------------------------------------------------------------------------- run / gate (issue 7)
+# --------------------------------------------------------------------------- run / gate
 
 
 def _gate_value(r: Any) -> str:
@@ -419,7 +419,7 @@ def gate_markdown(reports: Sequence[Any]) -> str:
     head = f"## lipcert gates: {'✅ passed' if ok else '❌ failed'}"
     rows = [row[:5] + [("✅ " if row[5] == "PASS" else "❌ ") + row[5], row[6]] for row in gate_rows(reports)]
     return "\n".join([head, "", md_table(["model", "gate", "value", "", "threshold", "result", "detail"], rows), ""])
-# --------------------------------------------------------------------------- lipschitz (issue 4)
+# --------------------------------------------------------------------------- lipschitz
 
 
 def lipschitz_json(report: Any, empirical: Any = None, argv: Sequence[str] | None = None,
@@ -444,7 +444,7 @@ def lipschitz_json(report: Any, empirical: Any = None, argv: Sequence[str] | Non
         "empirical": emp,
     }
     return jsonable(out)
-# --------------------------------------------------------------------------- demo (issue 3)
+# --------------------------------------------------------------------------- demo
 
 
 def demo_table(report: Any) -> Table:
@@ -532,7 +532,7 @@ def data_lipschitz_table(result: Any, source: str) -> Table:
     t.add_row("closest pair", f"{result.index_a}, {result.index_b}")
     t.add_row("seconds", f"{result.seconds:.1f}")
     return t
-# --------------------------------------------------------------------------- attack (issue 5)
+# --------------------------------------------------------------------------- attack
 
 
 def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: bool = True) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 A suite names the model(s), data, norm and ε, what to run (certificate,
 attacks, Lipschitz analyser, analyses), where to write JSON/PDF/Markdown,
-and the gates.  The schema is data (:data:`SUITE_SCHEMA`, CONVENTIONS item
-4); unknown keys are listed with the valid ones and type errors name the key
+and the gates.  The schema is data (:data:`SUITE_SCHEMA`, after AutoAttack's
+flow without its if-chains); unknown keys are listed with the valid ones and type errors name the key
 and its line.  Precedence: CLI options > suite file > :mod:`certify.defaults`.
 Relative paths are taken from the current directory (where CI runs).
 

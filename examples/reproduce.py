@@ -1,4 +1,4 @@
-"""Reproduction figures for the shipped models against the papers (issue 3).
+"""Reproduction figures for the shipped models against the papers ([L2NNN], [LINF-DIST], [WCAT]).
 
     python examples/reproduce.py [--limit 10000] [--models-dir examples/models]
 
@@ -21,7 +21,7 @@ from certify.checkpoint import load_model
 from certify.data import load_dataset
 from certify.demo import default_models_dir
 from certify.render import pct
-from certify.training import pgd
+from certify.zoo.training import pgd
 
 L2_EPS = (0.5, 1.0, 1.5)
 

@@ -25,7 +25,7 @@ from certify.checkpoint import save_model
 from certify.data import load_dataset
 from certify.device import resolve_device
 from certify.io import load_yaml_file
-from certify.training import EpochResult, TrainConfig, build_state, load_resume, metadata_for, save_resume, train
+from certify.zoo.training import EpochResult, TrainConfig, build_state, load_resume, metadata_for, save_resume, train
 
 console = Console(stderr=True)
 

@@ -1,4 +1,4 @@
-"""A guard for the device rule (issue 12): no tensor factory in lipcert's code may rely on the default device.
+"""A guard for the device rule (docs/api.md, "Devices"): no tensor factory in lipcert's code may rely on the default device.
 
 CI has no GPU, so a tensor created on the default device (CPU) next to a model on CUDA cannot fail
 there.  :func:`explicit_devices` makes it fail on CPU: while it is active, a factory call

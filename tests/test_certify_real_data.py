@@ -1,5 +1,5 @@
 """Certify 1-Lipschitz models on real Fashion-MNIST test images and check against an
-independent float64 numpy computation (issue 2's done-criterion, with models written here
+independent float64 numpy computation (with models written here
 by plain torch code rather than lipcert's own layers)."""
 
 from __future__ import annotations

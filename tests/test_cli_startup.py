@@ -1,4 +1,4 @@
-"""``lipcert --help``, ``--version`` and ``CMD --help`` import neither torch nor foolbox (issue 12).
+"""``lipcert --help``, ``--version`` and ``CMD --help`` import neither torch nor foolbox.
 
 They are answered from click alone; wall-time figures live in ``examples/benchmarks/bench_cli.py``.
 """

@@ -1,4 +1,4 @@
-"""Fourier bounds of convolutions (issue 19): above the exact norm, tight against the circulant,
+"""Fourier bounds of convolutions (operator norms of convolutions as linear maps): above the exact norm, tight against the circulant,
 and the on-disk cache of their hints (never trusted as a bound)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The certified forward pass runs 2-D convolutions as one GEMM on CUDA (issue 12); checked here on the CPU."""
+"""The certified forward pass runs 2-D convolutions as one GEMM on CUDA; checked here on the CPU."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ from certify.checkpoint import load_model, save_model
 from certify.cli import main
 from certify.data import load_dataset
 from certify.demo import DEMO_MODELS, default_models_dir, run_demo
-from certify.models import FAMILIES, baseline_cnn, l2nnn_mlp, linf_dist_net
-from certify.training import TrainConfig, metadata_for
+from certify.zoo.models import FAMILIES, baseline_cnn, l2nnn_mlp, linf_dist_net
+from certify.zoo.training import TrainConfig, metadata_for
 
 SHIPPED = default_models_dir()
 FAMILY_OF = {"fmnist_l2nnn.pt2": "l2nnn", "fmnist_linf_dist.pt2": "linf_dist", "fmnist_baseline.pt2": "baseline",

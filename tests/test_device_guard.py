@@ -1,4 +1,4 @@
-"""The device rule on a machine without a GPU (issue 12).
+"""The device rule (docs/api.md, "Devices") on a machine without a GPU.
 
 On CUDA, a tensor that lipcert creates on the default device meets a model on ``cuda:0`` and the
 run dies with "Expected all tensors to be on the same device".  CI has no GPU, so these tests run

@@ -1,4 +1,4 @@
-"""PGD's early stop and compaction per device (issue 12): eager on the CPU, deferred on a GPU.
+"""PGD's early stop and compaction per device: eager on the CPU, deferred on a GPU.
 
 The deferred (GPU) policy is exercised here on the CPU by swapping the CPU's entry in
 :data:`certify.defaults.DEFAULT_EARLY_STOP`.

@@ -85,7 +85,7 @@ CASES: list[Case] = [
     Case("output-is-directory", "an output path that is a directory", (*GOOD, "--eps", "1", "--json", "{dir}"), 2, "is a directory"),
     Case("resume-not-json", "--resume with a file that is not JSON", (*GOOD, "--eps", "1", "--resume", "{text}"), 2, "not valid JSON"),
     Case("resume-other-model", "--resume with results of another model", (*GOOD, "--eps", "1", "--resume", "{other_results}"), 2, "sha256"),
-    # --- issue 18: hostile and broken inputs
+    # --- hostile and broken inputs (docs/security.md)
     Case("pt2-pickle-sample-inputs", "a .pt2 whose sample inputs hold a pickle payload", (C, "{pt2_pickle}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "--trust-checkpoint"),
     Case("pt2-crc", "a .pt2 whose weight entry fails its zip CRC", (C, "{pt2_crc}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "CRC"),
     Case("file-arch-untrusted", "a state_dict naming os:system as its architecture", (C, "{sd_os_system}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "--trust-module"),

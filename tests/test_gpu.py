@@ -1,4 +1,4 @@
-"""Every command on CUDA, compared with the same command on the CPU (issue 12).
+"""Every command on CUDA, compared with the same command on the CPU (docs/determinism.md).
 
 Marked ``gpu``: deselected by default (``pyproject.toml``), run with ``python -m pytest -m gpu``;
 each test skips itself without CUDA.  ``examples/benchmarks/gpu_check.sh`` runs them with the benchmarks.

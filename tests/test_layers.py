@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from certify.layers import (
+from certify.zoo.layers import (
     L2Conv2d,
     L2Linear,
     LinfDist,

@@ -1,4 +1,4 @@
-"""Every unsound pattern from issue 17 (and the argument bugs its fuzzer found), kept as regression
+"""Every unsound pattern found in the rules (and the argument bugs the fuzzer found), kept as regression
 cases: each must get a bound at or above the truth, or a refusal (``unverifiable``).
 
 The truth is the larger of a value computed by hand (in the case's comment) and float64 Jacobian
@@ -106,7 +106,7 @@ CASES: dict[str, tuple[Callable[[], nn.Module], str, float | None]] = {
     "cast-bool": (lambda: L(lambda x: (z(x) - .5).to(torch.bool).to(torch.float32)), "l2", None),
     "cast-bfloat16": (lambda: L(lambda x: (500 * z(x)).to(torch.bfloat16).to(torch.float32) * 10), "l2", None),
     "view-dtype": (lambda: L(lambda x: z(x).view(torch.int32).to(torch.float32)), "l2", None),
-    # fuzzer-found argument bugs (see the issue 17 resolve note)
+    # fuzzer-found argument bugs (tests/fuzz_rules.py)
     "elu-input-scale": (lambda: L(lambda x: torch.ops.aten.elu.default(z(x) - .5, 1.0, 1.0, 3.0)), "l2", 3.0),
     "vector-norm-p-half": (lambda: L(lambda x: torch.linalg.vector_norm(z(x) - .5, ord=0.5, dim=1,
                                                                           keepdim=True)), "l2", None),

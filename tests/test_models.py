@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from certify.checkpoint import LipschitzClaim, load_model, save_model
 from certify.data import load_dataset
 from certify.errors import BadInputError
-from certify.losses import L2NNNLoss, hinge_loss, log_one_minus_softmax
-from certify.models import FAMILIES, baseline_cnn, get_family, l2nnn_cnn, l2nnn_mlp, linf_dist_net
-from certify.training import TrainConfig, accuracy, build_state, metadata_for, pgd, schedule, train
+from certify.zoo.losses import L2NNNLoss, hinge_loss, log_one_minus_softmax
+from certify.zoo.models import FAMILIES, baseline_cnn, get_family, l2nnn_cnn, l2nnn_mlp, linf_dist_net
+from certify.zoo.training import TrainConfig, accuracy, build_state, metadata_for, pgd, schedule, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -387,19 +387,40 @@ def test_forged_attack_partial_is_refused(forgery, message, base, partials, tmp_
                     message)
 
 
-def test_lipcert_family_builders_may_be_named_by_a_file(base, tmp_path):
-    from certify.models import l2nnn_mlp
+@pytest.mark.parametrize("module", ["certify.models", "certify.zoo.models"])
+def test_lipcert_family_builders_may_be_named_by_a_file(module, base, tmp_path):
+    from certify.zoo.models import l2nnn_mlp
 
     net = l2nnn_mlp(hidden=8, depth=1)
     path = tmp_path / "family.pt"
     torch.save({"lipcert_format": 1, "state_dict": net.state_dict(), "metadata": {"input_shape": [1, 28, 28]},
-                "architecture": {"class": "certify.models:l2nnn_mlp", "kwargs": {"hidden": 8, "depth": 1}}}, path)
+                "architecture": {"class": f"{module}:l2nnn_mlp", "kwargs": {"hidden": 8, "depth": 1}}}, path)
     loaded = load_model(path)
     assert loaded.format == "state_dict"
 
 
+def test_old_and_zoo_names_resolve_to_the_same_classes():
+    """Files written before the zoo moved name ``certify.models``/``certify.layers``; both names work."""
+    from certify.checkpoint import resolve_class
+
+    for old, new in [("certify.layers:L2Linear", "certify.zoo.layers:L2Linear"),
+                     ("certify.models:l2nnn_mlp", "certify.zoo.models:l2nnn_mlp")]:
+        assert resolve_class(old, trusted_modules=()) is resolve_class(new, trusted_modules=())
+
+
+@pytest.mark.parametrize("spec", ["certify.zoo.training:TrainConfig", "certify.zoo.losses:L2NNNLoss",
+                                  "certify.zoo:models", "certify.checkpoint:LoadedModel"])
+def test_other_lipcert_modules_may_not_be_named_by_a_file(spec):
+    from certify.checkpoint import resolve_class
+    from certify.errors import UnsafeCheckpointError
+
+    with pytest.raises(UnsafeCheckpointError):
+        resolve_class(spec, trusted_modules=())
+
+
 @pytest.mark.parametrize("spec", ["certify.models:FAMILIES", "certify.models:get_family", "certify.layers:lp_dist",
-                                  "certify.models:__builtins__"])
+                                  "certify.models:__builtins__", "certify.zoo.models:FAMILIES",
+                                  "certify.zoo.layers:lp_dist", "certify.zoo.models:__builtins__"])
 def test_non_module_names_in_lipcert_modules_are_refused(spec, base, tmp_path):
     path = _state_dict_file(tmp_path / "sd.pt", {"class": spec, "kwargs": {}})
     cli_refuses(path, base["data"])

@@ -1,4 +1,4 @@
-"""Guaranteed operator norms of linear layers and convolutions (SCIENCE §2).
+"""Guaranteed operator norms of linear layers and convolutions ([L2NNN] eq. (2); Gram iteration, Delattre et al., ICML 2023).
 
 Every ``*_bound`` function returns an upper bound that holds in exact
 arithmetic and is inflated by a documented rounding allowance; every

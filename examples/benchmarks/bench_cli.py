@@ -1,4 +1,4 @@
-"""Wall time of ``lipcert`` from the shell, process start included (issue 12).
+"""Wall time of ``lipcert`` from the shell, process start included.
 
     python examples/benchmarks/bench_cli.py [--repeats 5] [--device auto] [--n 10000] [--skip-runs]
 

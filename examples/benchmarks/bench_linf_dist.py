@@ -3,7 +3,7 @@
     python examples/benchmarks/bench_linf_dist.py [--batch 256 --in 1024 --out 1024 --p inf --p 8]
 
 "naive" materialises the batch × out × in difference tensor (what the layer
-must not do); "chunked" is certify.layers.lp_dist with its recomputing backward
+must not do); "chunked" is certify.zoo.layers.lp_dist with its recomputing backward
 (the exported / large-p path); "cdist" is torch.cdist (the layer's path for
 p = ∞ and p ≤ 16).  Peak memory is measured in a fresh process per variant
 (growth of the resident-set high-water mark VmHWM, or CUDA peak memory on GPU); time is the median of repeats
@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from certify.layers import LINF_CHUNK_ELEMENTS, _LpDistFn, chunk_size, lp_dist_naive
+from certify.zoo.layers import LINF_CHUNK_ELEMENTS, _LpDistFn, chunk_size, lp_dist_naive
 
 
 def variants(p: float, chunk: int):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""Benchmark: the sound Lipschitz analysis at model scale (issue 19), and Lip₂,∞ of datasets
+"""Benchmark: the sound Lipschitz analysis at model scale, and Lip₂,∞ of datasets
 ([WCAT] Table 2) with Jacobian estimates on 1,000 images.
 
 Run:  PYTHONPATH=. python examples/benchmarks/bench_lipschitz.py --analysis [--baseline DIR] [--threads N]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 12, in one go (about 6-8 minutes on an H100/H200):
+# The GPU check (docs/determinism.md), in one go (about 6-8 minutes on an H100/H200):
 #   1. python -m pytest -m gpu       (every command on cuda vs cpu, TF32-off soundness)
 #   2. bench_certify.py              (certify / bare inference throughput, CNN and L2NNN, 10,000 images)
 #   3. bench_attacks.py              (PGD-100 vs bare loop on 10,000 points; vs foolbox/torchattacks; suite vs AutoAttack)
