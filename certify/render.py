@@ -200,7 +200,7 @@ BOOL_KEYS = frozenset({"partial", "lipschitz_verified", "verified"})
 
 def check_result_values(raw: Any, where: str, path: str = "", depth: int = 0) -> None:
     """Type- and range-check the numbers of a results JSON (one owner reads results: this module)."""
-    from .errors import BadInputError, short_repr
+    from .errors import BadInputError
 
     if depth > 40:
         raise BadInputError(f"{where}: the results JSON is nested too deeply to be lipcert's")

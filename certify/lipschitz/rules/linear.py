@@ -17,7 +17,7 @@ from .. import cache
 from .. import operator_norms as on
 from ..analyser import Analyser, Var
 from ..registry import CONST, NO_EFFECT, VAR, Bound, NoRule, eq, finite, rule
-from .common import in_ndim, leading, nonneg_map
+from .common import leading, nonneg_map
 
 
 def _weight(a: Analyser, raw: object, name: str, dims: int = 2) -> torch.Tensor:

@@ -10,7 +10,6 @@ import torch
 from ..analyser import Analyser, Var
 from ..fperror import Err
 from ..registry import CONST, NO_EFFECT, VAR, Bound, NoRule, eq, rule
-from .common import leading
 
 
 def _channels(a: Analyser, b: Bound) -> bool:
