@@ -26,8 +26,8 @@ from torch import nn
 
 from certify.device import certificate_precision
 from certify.errors import BadInputError, RuntimeFailure
+from certify.threat import NORMS
 
-NORMS = ("l2", "linf")
 Bounds = tuple[float, float]
 
 

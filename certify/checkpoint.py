@@ -41,12 +41,12 @@ import torch
 from torch import nn
 
 from .errors import BadInputError, UnsafeCheckpointError, short_repr
+from .threat import NORMS
 
 METADATA_FILE = "lipcert.json"
 STATE_DICT_FORMAT_KEY = "lipcert_format"
 STATE_DICT_FORMAT_VERSION = 1
 
-NORMS = ("l2", "linf")
 #: ``per-logit``: every logit y_k is C-Lipschitz; ``vector``: the whole logit
 #: vector is C-Lipschitz (norm → same norm).
 LIPSCHITZ_KINDS = ("per-logit", "vector")

@@ -639,19 +639,9 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
 
 
 def parse_eps_allow_zero(values: Sequence[str]) -> tuple[float, ...] | None:
-    from .threat import parse_number
-    from .errors import BadInputError
+    from .threat import parse_eps_list
 
-    if not values:
-        return None
-    out = []
-    for part in ",".join(values).split(","):
-        if part.strip():
-            try:
-                out.append(parse_number(part.strip()))
-            except (ValueError, ZeroDivisionError):
-                raise BadInputError(f"--eps expects numbers like 0.1 or 8/255; got {part!r}") from None
-    return tuple(out)
+    return parse_eps_list(values)
 
 
 def parse_names(values: Sequence[str]) -> tuple[str, ...] | None:

@@ -69,7 +69,7 @@ class GateConfig:
 
 def gate_config(raw: Mapping[str, Any], where: str = "gates") -> GateConfig:
     """A validated ``gates:`` mapping (see :data:`certify.suite.GATE_KEYS`) → :class:`GateConfig`."""
-    from .suite import parse_fraction
+    from .threat import parse_fraction
 
     base = raw.get("baseline") or {}
     flags = raw.get("forbid_flags") or ()

@@ -38,6 +38,7 @@ from .defaults import (
     SEED_MAX,
 )
 from .errors import BadInputError, short_repr
+from .threat import parse_fraction
 
 # --------------------------------------------------------------------------- schema as data
 
@@ -151,21 +152,6 @@ def _is_eps(v: Any) -> bool:
     return True
 
 
-def parse_fraction(v: Any) -> float:
-    """0.5 → 0.5; '8/255' → 0.0313…; anything else is an error."""
-    if isinstance(v, bool):
-        raise BadInputError(f"expected a number, got {short_repr(v)}")
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            if "/" in v:
-                num, den = v.split("/", 1)
-                return float(num) / float(den)
-            return float(v)
-        except (ValueError, ZeroDivisionError):
-            pass
-    raise BadInputError(f"expected a number or a fraction like 8/255, got {short_repr(v)}")
 
 
 # --------------------------------------------------------------------------- validation with line numbers

@@ -18,6 +18,7 @@ import torch
 from ..checkpoint import LoadedModel
 from ..data import ProgressFn
 from ..errors import BadInputError
+from ..threat import NORMS
 from . import rules  # noqa: F401  (fills the registry)
 from .analyser import Analyser, Var
 from .forward import CertifiedForward, ForwardSet
@@ -27,7 +28,6 @@ from .operator_norms import ROUNDING_SLACK
 from .registry import NoRule
 from .report import LayerBound, LipschitzReport
 
-NORMS = ("l2", "linf")
 _CACHE: OrderedDict[tuple[Any, ...], tuple[LipschitzReport, CertifiedForward | None]] = OrderedDict()
 _CACHE_SIZE = 16
 
