@@ -37,6 +37,18 @@ def need_fmnist() -> Path:
     return FMNIST_DIR
 
 
+class Tiny(nn.Module):
+    """A 4 → ``classes`` Linear; its state_dicts stand in for user checkpoints (named by module path,
+    e.g. ``tests.test_errors:Tiny``, in the error and security cases)."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.lin = nn.Linear(4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.flatten(1))
+
+
 class Affine(nn.Module):
     """y = W·flatten(x) + b: logits we can compute by hand."""
 

@@ -14,7 +14,7 @@ network ``head ∘ [residual/activation] ∘ block ∘ [activation] ∘ pre`` wi
   (comparisons, casts, thresholds), compared with the bound plus the certified forward pass's own
   error allowance at the two points.
 
-:func:`attack_certified` runs the end-to-end check: certify points with ``certificate="auto"``, then
+tests/test_fuzz_rules.py adds the end-to-end check: certify points with ``certificate="auto"``, then
 attack every certified point inside its radius with a margin-loss PGD and random search.
 """
 
@@ -126,9 +126,6 @@ class Draw:
 
     def scalar(self) -> float:
         return float(self.pick(0.0, 1.0, -1.0, 0.5, -0.5, 3.0, -3.0, 1e-3, 100.0, float(self.rng.normal())))
-
-    def positive(self) -> float:
-        return float(self.pick(1e-3, 0.1, 0.5, 1.0, 2.0, 10.0, float(self.rng.uniform(0.01, 5))))
 
     def int(self, lo: int, hi: int) -> int:
         return int(self.rng.integers(lo, hi + 1))
@@ -543,7 +540,7 @@ def _prelu(op: Any) -> Callable[[Draw], Block]:
     return build
 
 
-def _reduction(op: Any, keep_kw: bool = True) -> Callable[[Draw], Block]:
+def _reduction(op: Any) -> Callable[[Draw], Block]:
     def build(d: Draw) -> Block:
         dims, keep = _reduce_dims(d)
         return B(lambda m, z: op(z, dims, keep), f"dims={dims} keep={keep}")
@@ -862,7 +859,7 @@ def graph_ops(trial: Trial) -> set[str]:
 
 @dataclass(frozen=True)
 class Truth:
-    """Lower bounds on the true constants (float64) and the worst jump seen by difference quotients."""
+    """Lower bounds on the true constants (float64): global, per logit and per pair."""
 
     glob: float
     per_logit: np.ndarray

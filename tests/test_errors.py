@@ -19,7 +19,7 @@ from torch import nn
 from certify import LipschitzClaim, ModelMetadata, save_model
 from certify.cli import main
 
-from .conftest import Affine
+from .conftest import Affine, Tiny  # Tiny: named as tests.test_errors:Tiny by the cases
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (1, 2, 2)
@@ -194,15 +194,6 @@ LIPSCHITZ_CASES: list[Case] = [
     Case("data-lipschitz-limit-zero", "data-lipschitz: --limit 0", ("data-lipschitz", "{data}", "--limit", "0"), 2, "--limit"),
 ]
 CASES += ATTACK_CASES + RUN_CASES + GATE_CASES + REPORT_CASES + LIPSCHITZ_CASES
-
-
-class Tiny(nn.Module):
-    def __init__(self, classes: int = 3):
-        super().__init__()
-        self.lin = nn.Linear(4, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin(x.flatten(1))
 
 
 class Payload:

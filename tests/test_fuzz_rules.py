@@ -1,6 +1,6 @@
 """The differential fuzzer of the Lipschitz rules (tests/fuzz_rules.py), the permanent guard of
-the rules' soundness (docs/soundness.md): for every rule in the registry, random graphs around its op, with random and adversarial
-arguments, must get bounds at or above float64 lower bounds on the truth (global, per logit and
+the rules' soundness (docs/soundness.md): for every rule in the registry, random graphs around its
+op, with random and adversarial arguments, must get bounds at or above float64 lower bounds on the truth (global, per logit and
 pairwise, in L2 and ℓ∞), or a refusal; and certified points must survive attacks inside their radii.
 
 Profiles: the default run draws ``LIPCERT_FUZZ_SEEDS`` (4) networks per op; the ``slow`` run draws

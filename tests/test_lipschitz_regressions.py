@@ -22,23 +22,8 @@ from certify.data import Dataset
 from certify.lipschitz import analyse
 from certify.lipschitz.analysis import analyse_with_forward
 
-from .fuzz_rules import SHAPE, truth
-
-
-class Fn(nn.Module):
-    def __init__(self, f: Callable[..., torch.Tensor], **tensors: torch.Tensor):
-        super().__init__()
-        self.f = f
-        for k, v in tensors.items():
-            self.register_buffer(k, v)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.f(self, x)
-
-
-def loaded(module: nn.Module, shape: tuple[int, ...] = SHAPE) -> LoadedModel:
-    return LoadedModel(module=module.eval(), format="nn.Module", path="<memory>", sha256="0",
-                       metadata=ModelMetadata(input_shape=shape))
+from .fuzz_rules import SHAPE, Block, truth
+from .helpers_lipschitz import loaded
 
 
 def conv_ones(mode: str) -> nn.Module:
@@ -57,20 +42,12 @@ def last_linear_then(post: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
     with torch.no_grad():
         lin.weight.zero_()
         lin.weight[0, 0] = 10.0  # logit 0 has norm 10, the others 0 (before the flip/roll)
-    return nn.Sequential(nn.Flatten(), lin, Lambda(post))
-
-
-class Lambda(nn.Module):
-    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor]):
-        super().__init__()
-        self.f = f
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.f(x)
+    return nn.Sequential(nn.Flatten(), lin, L(post))
 
 
 def L(f: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
-    return Lambda(f)
+    """A module computing ``f(x)``."""
+    return Block(lambda m, x: f(x), "")
 
 
 #: name → (module factory, norm, hand-computed global truth or None)
@@ -115,15 +92,15 @@ CASES: dict[str, tuple[Callable[[], nn.Module], str, float | None]] = {
     "softplus-threshold": (lambda: L(lambda x: F.softplus(4 * z(x) - 2, beta=1.0, threshold=0.5)), "l2", None),
     "avg-pool-negative-divisor": (lambda: L(lambda x: F.avg_pool2d(x, 2, divisor_override=-1).flatten(1)),
                                   "l2", None),
-    "clamp-tensor-broadcast": (lambda: Fn(lambda m, x: torch.clamp(x, min=m.lo).flatten(1),
+    "clamp-tensor-broadcast": (lambda: Block(lambda m, x: torch.clamp(x, min=m.lo).flatten(1), "",
                                           lo=torch.zeros(3, 4, 4) - 1), "l2", None),
     "leaky-relu-slope-3": (lambda: L(lambda x: F.leaky_relu(z(x) - .5, negative_slope=3.0)), "l2", 3.0),
-    "max-other-broadcast": (lambda: Fn(lambda m, x: torch.max(x, m.o).flatten(1), o=torch.zeros(3, 4, 4)),
+    "max-other-broadcast": (lambda: Block(lambda m, x: torch.max(x, m.o).flatten(1), "", o=torch.zeros(3, 4, 4)),
                             "l2", None),
     "celu-negative-alpha": (lambda: L(lambda x: F.celu(z(x) - .5, alpha=-0.5)), "l2", None),
     "hardtanh-min-above-max": (lambda: L(lambda x: F.hardtanh(4 * z(x), min_val=1.0, max_val=-1.0)), "l2", None),
-    "batch-norm-negative-eps": (lambda: Fn(lambda m, x: torch.ops.aten.batch_norm.default(
-        x, None, None, m.rm, m.rv, False, 0.1, -1e-3, False).flatten(1),
+    "batch-norm-negative-eps": (lambda: Block(lambda m, x: torch.ops.aten.batch_norm.default(
+        x, None, None, m.rm, m.rv, False, 0.1, -1e-3, False).flatten(1), "",
         rm=torch.zeros(1), rv=torch.full((1,), 1e-3)), "l2", None),
 }
 
@@ -132,7 +109,7 @@ CASES: dict[str, tuple[Callable[[], nn.Module], str, float | None]] = {
 def test_bound_is_at_or_above_the_truth_or_refused(name: str) -> None:
     make, norm, hand = CASES[name]
     net = make().eval()
-    report = analyse(loaded(net), norm=norm)
+    report = analyse(loaded(net, SHAPE), norm=norm)
     if not report.verified:
         assert report.unverifiable_ops, name  # a refusal names the op, its argument and the node
         return
@@ -144,7 +121,7 @@ def test_bound_is_at_or_above_the_truth_or_refused(name: str) -> None:
 
 
 def test_flip_of_the_logits_moves_the_per_logit_bounds() -> None:
-    report = analyse(loaded(last_linear_then(lambda o: o.flip(-1))), norm="l2")
+    report = analyse(loaded(last_linear_then(lambda o: o.flip(-1)), SHAPE), norm="l2")
     assert report.verified
     assert report.per_logit_bounds[2] >= 10.0  # the flipped row, not logit 0's
 
@@ -154,7 +131,7 @@ def test_flip_of_the_logits_moves_the_per_logit_bounds() -> None:
                                   "celu-negative-alpha", "clamp-tensor-broadcast"])
 def test_refusals_name_the_op_and_the_node(name: str) -> None:
     make, norm, _ = CASES[name]
-    report = analyse(loaded(make()), norm=norm)
+    report = analyse(loaded(make(), SHAPE), norm=norm)
     assert not report.verified
     assert all("(" in op and ")" in op for op in report.unverifiable_ops), report.unverifiable_ops
 
@@ -210,7 +187,7 @@ def staircase(d: int = 16, k: int = 3) -> nn.Module:
 def test_float32_staircase_certificates_hold() -> None:
     net = staircase()
     x = torch.rand(64, *SHAPE, generator=torch.Generator().manual_seed(1))
-    report, _ = analyse_with_forward(loaded(net), norm="l2")
+    report, _ = analyse_with_forward(loaded(net, SHAPE), norm="l2")
     assert report.verified
     assert report.float_error > 1e-3  # the allowance sees the magnitudes inside the graph, not the logits
     assert _attack_inside_radii(net, "l2", x) == 0
@@ -247,14 +224,14 @@ def test_torchscript_that_branches_on_the_batch_size_is_analysed_at_the_sizes_us
 
 def test_cache_sees_weights_changed_in_place_and_reused_ids() -> None:
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
-    first = analyse(loaded(net), norm="l2").global_bound
+    first = analyse(loaded(net, SHAPE), norm="l2").global_bound
     with torch.no_grad():
         net[1].weight.mul_(100.0)
-    second = analyse(loaded(net), norm="l2").global_bound
+    second = analyse(loaded(net, SHAPE), norm="l2").global_bound
     assert second == pytest.approx(100 * first, rel=1e-5)
     for seed in range(5):  # new objects (ids are recycled), same sha256 field: each gets its own bound
         torch.manual_seed(seed)
         other = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
         truth_l2 = float(torch.linalg.matrix_norm(other[1].weight.double(), ord=2))
-        assert analyse(loaded(other), norm="l2").global_bound == pytest.approx(truth_l2, rel=1e-5)
+        assert analyse(loaded(other, SHAPE), norm="l2").global_bound == pytest.approx(truth_l2, rel=1e-5)
         del other

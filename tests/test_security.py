@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 from certify import LipschitzClaim, ModelMetadata, load_model, save_model
 from certify.cli import main
 from certify.errors import BadInputError, UnsafeCheckpointError
 
-from .conftest import Affine
+from .conftest import Affine, Tiny
 
 SHAPE = (1, 2, 2)
 
@@ -33,15 +32,6 @@ class Payload:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-class Tiny(nn.Module):
-    def __init__(self, classes: int = 3):
-        super().__init__()
-        self.lin = nn.Linear(4, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin(x.flatten(1))
 
 
 @pytest.fixture(scope="module")
