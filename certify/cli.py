@@ -31,7 +31,7 @@ from .defaults import (
     PROGRESS_MIN_EXAMPLES,
     SEED_MAX,
 )
-from .errors import EXIT_RUNTIME, LipcertError
+from .errors import EXIT_RUNTIME, LipcertError, in_terms_of
 
 F = Callable[..., Any]
 
@@ -64,7 +64,7 @@ class LipcertGroup(click.Group):
         except LipcertError as err:
             if _debug(ctx):
                 raise
-            _fail(str(err), err.exit_code)
+            _fail(in_terms_of(err, self._flags(ctx)), err.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
@@ -77,6 +77,14 @@ class LipcertGroup(click.Group):
             msg = str(err).strip().splitlines()
             _fail(f"internal error: {type(err).__name__}: {msg[0] if msg else ''} (rerun with --debug for a traceback)",
                   EXIT_RUNTIME)
+
+
+    def _flags(self, ctx: click.Context) -> dict[str, str]:
+        """The invoked command's options by Python name: ``{"eps": "--eps", "data_source": "--data"}``."""
+        cmd = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+        params = cmd.params if cmd is not None else []
+        return {p.name: max(p.opts, key=len) if isinstance(p, click.Option) else p.human_readable_name
+                for p in params if p.name}
 
 
 def _debug(ctx: click.Context) -> bool:

@@ -22,9 +22,18 @@ EXIT_RUNTIME = 3
 
 
 class LipcertError(Exception):
-    """Base class: ``str(err)`` is the one line shown to the user."""
+    """Base class: ``str(err)`` is the one line shown to the user.
+
+    The library speaks in values: when one argument was wrong, ``param`` names it (the Python
+    parameter, e.g. ``"eps"``) and the message names it the same way.  The CLI swaps that name
+    for its flag (``--eps``) with :func:`in_terms_of`, so only the CLI knows its flags.
+    """
 
     exit_code = EXIT_RUNTIME
+
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class BadInputError(LipcertError, ValueError):
@@ -71,3 +80,22 @@ def short_repr(value: object, limit: int = 80) -> str:
     r.maxlevel = 3
     text = r.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def in_terms_of(err: LipcertError, flags: dict[str, str]) -> str:
+    """``str(err)`` with its parameter's name replaced by the caller's name for it (a CLI flag).
+
+    ``flags`` maps Python parameter names to what the caller calls them (``{"eps": "--eps"}``).
+    The first whole-word mention of the parameter is replaced; a message that never mentions it
+    gets the name as a prefix, so the user always learns which input was wrong.
+    """
+    import re
+
+    message = str(err)
+    name = getattr(err, "param", None)
+    if not name or name not in flags:
+        return message
+    pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+    if pattern.search(message):
+        return pattern.sub(lambda _: flags[name], message, count=1)
+    return f"{flags[name]}: {message}"

@@ -36,7 +36,7 @@ def false_claim(tmp_path_factory):
     ({"steps": (10, 10)}, "--steps expects"),
     ({"restarts": 0}, "--restarts must be at least 1"),
     ({"check_certificates": -1}, "--check-certificates must be"),
-    ({"eps": [0.0]}, "--eps must be positive"),
+    ({"eps": [0.0]}, "^eps must be positive"),
     ({"norm": "l1"}, "expected --norm l2 or linf"),
     ({"batch_size": 0}, "batch size"),
 ], ids=repr)
