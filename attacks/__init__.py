@@ -11,7 +11,8 @@ Library use::
 from __future__ import annotations
 
 from .base import Attack, AttackOutcome, FixedEpsilonAttack, MinimizationAttack, run_batched
-from .evaluate import AttackExamples, AttackReport, AttackResult, Violation, WorstCase, evaluate
+from .evaluate import evaluate
+from .report import AttackExamples, AttackReport, AttackResult, Violation, WorstCase
 from .registry import ATTACKS, attack_class
 from .resume import AttackResume, resume_state
 

@@ -25,10 +25,11 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["Dataset", "load_dataset"], "data"),
     **dict.fromkeys(["BadInputError", "CertificateViolation", "GateFailed", "LipcertError", "RuntimeFailure"],
                     "errors"),
-    **dict.fromkeys(["CERTIFICATES", "logit_stats", "radius_from_gap"], "margins"),
+    **dict.fromkeys(["CERTIFICATES", "logit_stats", "radius_from_gap"], "certificates.margins"),
+    **dict.fromkeys(["Norm", "Threat", "parse_eps"], "threat"),
     **dict.fromkeys(["Analysis", "PerExample", "analyse_examples", "error_curve", "gap_bins", "hybrid_curve",
-                     "margin_histograms", "median_distance", "singular_value_spreads"], "analysis"),
-    **dict.fromkeys(["AnalyzeOptions", "analyze", "ensure_analysis"], "pipeline"),
+                     "margin_histograms", "median_distance", "singular_value_spreads"], "evaluation.analyses"),
+    **dict.fromkeys(["AnalyzeOptions", "analyze", "ensure_analysis"], "evaluation.pipeline"),
     **dict.fromkeys(["GateConfig", "GateReport", "GateResult", "evaluate_gates", "load_gate_config"], "gate"),
     **dict.fromkeys(["Suite", "SuiteRun", "load_suite", "run_suite"], "suite"),
 }
@@ -54,7 +55,7 @@ __all__ = [
     "Architecture", "BadInputError", "CERTIFICATES", "CertificatePlan", "CertificateViolation",
     "CertifyReport", "Dataset", "EpsResult", "Examples", "GateFailed", "LipcertError", "LipschitzClaim",
     "LoadedModel", "ModelMetadata", "RuntimeFailure", "certify", "load_dataset", "load_model",
-    "logit_stats", "plan_certificate", "radius_from_gap", "save_model",
+    "logit_stats", "plan_certificate", "radius_from_gap", "save_model", "Norm", "Threat", "parse_eps",
     # analyses, reports, suites and gates (issues 6 and 7)
     "Analysis", "AnalyzeOptions", "GateConfig", "GateReport", "GateResult", "PerExample", "Suite", "SuiteRun",
     "analyse_examples", "analyze", "ensure_analysis", "error_curve", "evaluate_gates", "gap_bins", "hybrid_curve",
@@ -74,14 +75,14 @@ def write_pdf(results: list, path: str) -> int:  # type: ignore[type-arg]
     """Write the PDF report of one or several combined results dicts; returns the page count."""
     from .report import write_pdf as _write
 
-    from .pipeline import ensure_analysis
+    from .evaluation.pipeline import ensure_analysis
 
     return _write([ensure_analysis(r) for r in results], path)
 
 
 def report_markdown(results: list) -> str:  # type: ignore[type-arg]
     """The Markdown summary of one or several combined results dicts."""
-    from .pipeline import ensure_analysis
+    from .evaluation.pipeline import ensure_analysis
     from .report import markdown
 
     return markdown([ensure_analysis(r) for r in results])

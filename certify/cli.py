@@ -83,8 +83,19 @@ class LipcertGroup(click.Group):
         """The invoked command's options by Python name: ``{"eps": "--eps", "data_source": "--data"}``."""
         cmd = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
         params = cmd.params if cmd is not None else []
-        return {p.name: max(p.opts, key=len) if isinstance(p, click.Option) else p.human_readable_name
-                for p in params if p.name}
+        flags: dict[str, str] = {}
+        for p in params:
+            shown = max(p.opts, key=len) if isinstance(p, click.Option) else p.human_readable_name
+            names = [p.name] + [o.lstrip("-").replace("-", "_") for o in p.opts if o.startswith("--")]
+            flags.update({n: shown for n in names if n})  # --resume (resume_path) is "resume" too
+        for library_name, option in LIBRARY_NAMES.items():  # the library's name for a value an option gives
+            if option in flags:
+                flags.setdefault(library_name, flags[option])
+        return flags
+
+
+#: Library parameter names that differ from the option's: load_dataset(source) is --data.
+LIBRARY_NAMES = {"source": "data_source"}
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -626,7 +637,7 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     check_device_spec(device)  # usage errors before the heavy imports below
 
     from .device import resolve_device, seed_everything
-    from .pipeline import AnalyzeOptions, analyze as run_analyze
+    from .evaluation.pipeline import AnalyzeOptions, analyze as run_analyze
     from .render import analysis_tables, flags_table_json
 
     check_outputs({"--json": json_path}, model_inputs(model, arch, data_source))
@@ -682,7 +693,7 @@ def train_split(loaded: Any, data_source: str | None, data_root: str | None, spl
 def report(results: tuple[str, ...], pdf_path: str | None, md_path: str | None, quiet: bool) -> None:
     """Render results JSONs side by side: lipcert report a.json b.json --pdf report.pdf --md summary.md"""
     from .io import output_set
-    from .pipeline import ensure_analysis
+    from .evaluation.pipeline import ensure_analysis
     from .render import load_results, malformed_results, summary_table
     from .report import markdown, write_pdf
 
@@ -869,7 +880,7 @@ def demo(models_dir: str | None, limit: int | None, attack_steps: int, batch_siz
          json_path: str | None, quiet: bool) -> None:
     """Certify and attack the shipped Fashion-MNIST models on embedded test images (no downloads)."""
     from .data import load_dataset
-    from .demo import DEMO_MODELS, find_models, run_demo
+    from .evaluation.demo import DEMO_MODELS, find_models, run_demo
     from .device import resolve_device, seed_everything
     from .render import demo_json, demo_table
 

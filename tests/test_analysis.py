@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from certify.analysis import (
+from certify.evaluation.analyses import (
     PerExample,
     analyse_examples,
     attack_points_from_json,

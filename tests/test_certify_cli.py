@@ -164,7 +164,7 @@ def test_python_dash_m_certify():
 def test_out_of_memory_batches_are_retried_smaller(setup, monkeypatch):
     """A forward pass that 'runs out of memory' above 2 examples still certifies everything, identically."""
     from certify import certify, load_dataset, load_model
-    from certify.certificates import _run_batches, plan_certificate
+    from certify.certificates import clean_pass, plan_certificate
     from certify.lipschitz.forward import CertifiedForward
 
     model_path, data_path = setup
@@ -182,10 +182,10 @@ def test_out_of_memory_batches_are_retried_smaller(setup, monkeypatch):
         return real_call(self, x)
 
     monkeypatch.setattr(CertifiedForward, "__call__", picky)
-    cols, partial = _run_batches(loaded, data, plan, 4, torch.device("cpu"), None)
-    assert not partial and cols["index"].tolist() == [0, 1, 2, 3]
+    done = clean_pass(loaded.module, data, torch.device("cpu"), plan=plan, batch_size=4)
+    assert not done.partial and done.examples.index.tolist() == [0, 1, 2, 3]
     assert seen == [4, 2, 2]
-    torch.testing.assert_close(cols["radius"].numpy(), ref.examples.radius)
+    torch.testing.assert_close(done.examples.radius, ref.examples.radius)
 
 
 def test_outputs_get_normal_file_permissions(setup, tmp_path):

@@ -77,13 +77,13 @@ def test_image_folder(tmp_path):
 
 
 def test_limit_and_split_validation(tmp_path):
-    with pytest.raises(BadInputError, match="--limit"):
+    with pytest.raises(BadInputError, match="^limit must be at least 1"):
         load_dataset("demo", limit=0)
-    with pytest.raises(BadInputError, match="--split"):
+    with pytest.raises(BadInputError, match="^split must be train or test"):
         load_dataset("demo", split="valid")
     with pytest.raises(BadInputError, match="neither a file"):
         load_dataset(tmp_path / "nothing-here")
-    with pytest.raises(BadInputError, match="--data-root"):
+    with pytest.raises(BadInputError, match="needs data_root DIR"):
         load_dataset("mnist")
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from certify.checkpoint import load_model, save_model
 from certify.cli import main
 from certify.data import load_dataset
-from certify.demo import DEMO_MODELS, default_models_dir, run_demo
+from certify.evaluation.demo import DEMO_MODELS, default_models_dir, run_demo
 from certify.zoo.models import FAMILIES, baseline_cnn, l2nnn_mlp, linf_dist_net
 from certify.zoo.training import TrainConfig, metadata_for
 

@@ -140,7 +140,7 @@ def test_analyze_cli_train_margins_and_linf_fraction(models, tmp_path):
 
 def test_analyze_runs_real_attacks_and_lipschitz(models):
     """analyze = certify + attacks.evaluate + the Lipschitz analyser, and the curves bound each other."""
-    from certify.pipeline import AnalyzeOptions, analyze
+    from certify.evaluation.pipeline import AnalyzeOptions, analyze
 
     model, data = load_model(models[0]), load_dataset("demo", limit=100)
     res = analyze(model, data, AnalyzeOptions(norm="l2", steps=(10, 50), attacks=("pgd",)))

@@ -1,0 +1,136 @@
+"""The one batched forward loop: labels, predictions, gaps, margins and radii for every example.
+
+:func:`certify.certify`, the clean pass of :func:`attacks.evaluate` and the analyses
+(:func:`certify.evaluation.analyses.forward_examples`) all run their forward passes through :func:`clean_pass`,
+so batching, device moves, out-of-memory back-off and interruption are handled in one place.
+With a :class:`~certify.certificates.plan.CertificatePlan` the logits come from the plan's analysed
+forward pass and each example gets its certified radius; without one the radius is NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import Dataset, ProgressFn
+from ..device import is_out_of_memory, smaller_batch
+from ..errors import BadInputError
+from ..flags import Flag, check_outputs, check_training_mode
+from .margins import logit_stats
+
+COLUMNS = ("label", "prediction", "gap", "margin", "radius")
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Per-example records, as numpy arrays of equal length (radius NaN where no certificate)."""
+
+    index: np.ndarray
+    label: np.ndarray
+    prediction: np.ndarray
+    gap: np.ndarray
+    margin: np.ndarray
+    radius: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.label == self.prediction
+
+    def certified(self, eps: float) -> np.ndarray:
+        return self.correct & (self.radius > eps)  # NaN radius → False
+
+
+@dataclass(frozen=True)
+class CleanPass:
+    """What :func:`clean_pass` computed: the rows done, and whether it was interrupted first."""
+
+    examples: Examples
+    partial: bool
+
+
+def clean_pass(module: Any, data: Dataset, device: torch.device, *, plan: Any = None, batch_size: int,
+               progress: ProgressFn | None = None, start: int = 0) -> CleanPass:
+    """Examples ``start..len(data)`` in batches of ``batch_size`` on ``device`` (see the module docs).
+
+    Out of memory halves the batch and retries; a ``KeyboardInterrupt`` returns the rows done with
+    ``partial=True``.  Results come back on the CPU.
+    """
+    chunks: dict[str, list[torch.Tensor]] = {k: [] for k in COLUMNS}
+    done, partial = start, False
+    try:
+        with torch.inference_mode():
+            while done < len(data):
+                x, y = data.batch(done, done + batch_size, device)
+                try:
+                    rows = _rows(module, plan, x, y)
+                except Exception as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    batch_size = smaller_batch(batch_size, exc)
+                    continue
+                for key, value in zip(COLUMNS, rows):
+                    chunks[key].append(value.cpu())
+                done += x.shape[0]
+                if progress is not None:
+                    progress(done, len(data))
+    except KeyboardInterrupt:
+        partial = True
+    return CleanPass(_examples(chunks, start, done), partial)
+
+
+def _rows(module: Any, plan: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    if plan is None:
+        stats = logit_stats(module(x), y)
+        radius = torch.full_like(stats.gap, float("nan"))
+    else:
+        logits, err = plan.logits(module, x)
+        stats = logit_stats(logits, y)
+        radius = plan.radii(logits, stats, err)
+    return y, stats.prediction, stats.gap, stats.margin, radius
+
+
+def _examples(chunks: dict[str, list[torch.Tensor]], start: int, done: int) -> Examples:
+    ints = {"label": np.int64, "prediction": np.int64}
+    cols = {k: (torch.cat(v).numpy() if v else np.empty(0)).astype(ints.get(k, np.float64), copy=False)
+            for k, v in chunks.items()}
+    return Examples(index=np.arange(start, done, dtype=np.int64), **cols)
+
+
+def concat_examples(a: Examples, b: Examples) -> Examples:
+    """Rows of ``a`` then ``b``."""
+    return Examples(**{f.name: np.concatenate([np.asarray(getattr(a, f.name), dtype=getattr(b, f.name).dtype),
+                                               getattr(b, f.name)]) for f in fields(Examples)})
+
+
+def check_finite_logits(ex: Examples) -> None:
+    """NaN or Inf logits are a broken model, not a result: name the first bad example."""
+    bad = np.flatnonzero(~(np.isfinite(ex.gap) & np.isfinite(ex.margin)))
+    if bad.size:
+        i = int(ex.index[bad[0]])
+        raise BadInputError(f"the model's logits are NaN or Inf on example {i} (and {bad.size - 1} more); "
+                            "the model is broken: check its weights and inputs")
+
+
+def model_num_classes(model: Any, data: Dataset, device: torch.device) -> tuple[int, list[Flag]]:
+    """Run one small batch: check the data fits the model, count outputs, raise sanity flags."""
+    x, _ = data.batch(0, min(len(data), 8), device)
+    try:
+        with torch.inference_mode():
+            out = model.module(x)
+            out2 = model.module(x)
+    except Exception as err:
+        raise BadInputError(
+            f"the model cannot run on data of shape {tuple(x.shape[1:])}: {str(err).splitlines()[0][:160]}"
+        ) from err
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise BadInputError(f"the model must return logits of shape batch×classes, got {getattr(out, 'shape', type(out))}")
+    flags = check_outputs(out, out2)
+    if model.exported is None:  # exported graphs are traced in eval mode
+        flags += check_training_mode(model.module)
+    return int(out.shape[1]), flags
