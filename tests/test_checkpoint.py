@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from certify import Architecture, LipschitzClaim, ModelMetadata, load_model, save_model
-from certify.checkpoint import detect_format, load_architecture
+from certify.checkpoints import detect_format, load_architecture
 from certify.errors import BadInputError, UnsafeCheckpointError
 
 from .conftest import Affine, unit_row_model
@@ -119,8 +119,9 @@ def test_pickle_payload_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": Payload(str(marker))}, path)
-    with pytest.raises(UnsafeCheckpointError, match="--trust-checkpoint"):
+    with pytest.raises(UnsafeCheckpointError, match="trust_checkpoint") as err:
         load_model(path)
+    assert err.value.param == "trust_checkpoint"  # the CLI names its flag: --trust-checkpoint
     assert not marker.exists()
 
 

@@ -65,8 +65,8 @@ _LOAD_LOCK = threading.Lock()
 def _refuse(path: Path, why: str) -> UnsafeCheckpointError:
     return UnsafeCheckpointError(
         f"torch.export archive {str(path)!r} {why}; lipcert will not load it, because that could run code. "
-        "Re-export the model with torch.export.save, or pass --trust-checkpoint if you trust its source"
-    )
+        "Re-export the model with torch.export.save, or load it with trust_checkpoint if you trust its source",
+        param="trust_checkpoint")
 
 
 def validate_archive(path: Path) -> None:
