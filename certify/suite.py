@@ -1,9 +1,12 @@
-"""Moved to :mod:`certify.suites` (the schema in :mod:`certify.suites.schema`, the runner in
-:mod:`certify.suites.suite`).
+"""Moved to :mod:`certify.suites` (the schema in :mod:`certify.suites.schema`, the suite and its
+runner in :mod:`certify.suites.suite`).
 
-This alias keeps old imports working: every name of the new modules is re-exported, the same objects.
+This alias keeps old imports working: every name of those modules is re-exported, the same objects.
 """
-from .suites import suite as _moved
+from .suites import schema as _schema
+from .suites import suite as _suite
+from .suites.schema import *  # noqa: F401,F403
 from .suites.suite import *  # noqa: F401,F403
 
-globals().update({k: v for k, v in vars(_moved).items() if not k.startswith("__")})
+for _moved in (_schema, _suite):
+    globals().update({k: v for k, v in vars(_moved).items() if not k.startswith("__")})

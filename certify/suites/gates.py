@@ -21,6 +21,8 @@ from typing import Any, Mapping, Sequence
 
 from ..defaults import DEFAULT_MAX_DROP, DEFAULT_NOISE_TOLERANCE
 from ..errors import BadInputError, short_repr
+from ..threat import parse_fraction
+from .schema import GATE_KEYS, SUITE_KEYS, load_yaml_nodes, validate
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,7 @@ class GateConfig:
 
 
 def gate_config(raw: Mapping[str, Any], where: str = "gates") -> GateConfig:
-    """A validated ``gates:`` mapping (see :data:`certify.suite.GATE_KEYS`) → :class:`GateConfig`."""
-    from ..threat import parse_fraction
-
+    """A validated ``gates:`` mapping (see :data:`certify.suites.schema.GATE_KEYS`) → :class:`GateConfig`."""
     base = raw.get("baseline") or {}
     flags = raw.get("forbid_flags") or ()
     cfg = GateConfig(
@@ -97,8 +97,6 @@ def _opt_float(v: Any) -> float | None:
 
 def load_gate_config(path: str | os.PathLike[str]) -> GateConfig:
     """Gates from a YAML file: either the gate keys at top level, or a suite with a ``gates:`` block."""
-    from .suite import GATE_KEYS, SUITE_KEYS, load_yaml_nodes, validate
-
     node, raw = load_yaml_nodes(path)
     where = str(path)
     if not isinstance(raw, dict) or not raw:
