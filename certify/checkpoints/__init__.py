@@ -18,7 +18,12 @@ written before the zoo moved still name.)  ``certify.checkpoint`` and ``certify.
 are aliases of these modules.
 """
 
-from .architecture import BUILTIN_ARCH_MODULES, Architecture, load_architecture, resolve_class
+from .architecture import (
+    BUILTIN_ARCH_MODULES,
+    Architecture,
+    load_architecture,
+    resolve_class,
+)
 from .formats import detect_format, sha256_of
 from .loading import LoadedModel, Normalize, load_model
 from .metadata import LIPSCHITZ_KINDS, METADATA_FILE, LipschitzClaim, ModelMetadata
