@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from certify._version import __version__
 from certify.device import run_device
 from certify.certificates import CertificatePlan, batch_sizes_for, model_num_classes, parse_eps, plan_certificate
-from certify.checkpoint import LoadedModel
+from certify.checkpoints import LoadedModel
 from certify.data import Dataset, ProgressFn, check_against_model
 from certify.defaults import (
     CHECK_EPS_FRACTION,

@@ -20,7 +20,7 @@ import torch
 
 from ._version import __version__
 from .threat import parse_eps, parse_number  # noqa: F401  (re-exported)
-from .checkpoint import LoadedModel
+from .checkpoints import LoadedModel
 from .data import Dataset, ProgressFn, check_against_model
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import BadInputError, LipschitzUnverifiedError, RuntimeFailure, short_repr

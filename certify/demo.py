@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from .certificates import certify
-from .checkpoint import LoadedModel, load_model
+from .checkpoints import LoadedModel, load_model
 from .data import Dataset, ProgressFn
 from .defaults import DEFAULT_BATCH_SIZE, DEMO_ATTACK_STEPS, DEMO_L2_EPS, DEMO_LINF_EPS
 from .errors import BadInputError, CertificateViolation

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from certify.cli import main
 from certify.errors import BadInputError
-from certify.suite import json_paths, load_suite
+from certify.suites import json_paths, load_suite
 
 from .helpers_analysis import make_model
 

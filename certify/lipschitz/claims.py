@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import LoadedModel
+from ..checkpoints import LoadedModel
 from ..defaults import LIPSCHITZ_CLAIM_TOLERANCE
 from ..errors import BadInputError, LipschitzUnverifiedError
 from .analysis import analyse_with_forward
