@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from certify import Architecture, LipschitzClaim, ModelMetadata, load_model, save_model
-from certify.checkpoints import detect_format, load_architecture
+from certify.checkpoints import detect_format, load_architecture, resolve_class
 from certify.errors import BadInputError, UnsafeCheckpointError
 
 from .conftest import Affine, unit_row_model
@@ -204,6 +204,9 @@ def test_library_errors_name_values_not_flags(tmp_path):
     with pytest.raises(BadInputError, match="example_input") as err:
         save_model(TinyNet(), tmp_path / "m.pt2", META)
     assert err.value.param == "example_input"
+    with pytest.raises(UnsafeCheckpointError, match="pass trust_modules os, or give arch os:system") as err:
+        resolve_class("os:system", trusted_modules=())
+    assert err.value.param == "trust_modules"  # the CLI's name (--trust-module) and the suite's key
 
 
 def test_old_module_paths_are_aliases_of_the_new_homes():

@@ -1,4 +1,4 @@
-"""Gates on robustness regressions (certify.gate, lipcert run / lipcert gate)."""
+"""Gates on robustness regressions (certify.suites.gates, lipcert run / lipcert gate)."""
 
 from __future__ import annotations
 

@@ -400,7 +400,8 @@ def test_old_and_zoo_names_resolve_to_the_same_classes():
 
 
 @pytest.mark.parametrize("spec", ["certify.zoo.training:TrainConfig", "certify.zoo.losses:L2NNNLoss",
-                                  "certify.zoo:models", "certify.checkpoint:LoadedModel"])
+                                  "certify.zoo:models", "certify.checkpoint:LoadedModel",
+                                  "certify.checkpoints:LoadedModel", "certify.checkpoints.loading:load_model"])
 def test_other_lipcert_modules_may_not_be_named_by_a_file(spec):
     from certify.checkpoints import resolve_class
     from certify.errors import UnsafeCheckpointError

@@ -1,4 +1,4 @@
-"""YAML suites: validation with line numbers, overrides, determinism (certify.suite, lipcert run)."""
+"""YAML suites: validation with line numbers, overrides, determinism (certify.suites, lipcert run)."""
 
 from __future__ import annotations
 
