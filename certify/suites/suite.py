@@ -202,30 +202,23 @@ class SuiteRun:
 def run_suite(suite: Suite, *, argv: Sequence[str] | None = None,
               progress: Callable[[int, int], None] | None = None) -> SuiteRun:
     """Run every model of the suite (certify, attacks, Lipschitz, analyses) and evaluate its gates."""
-    from ..checkpoints import load_architecture, load_model
     from ..data import load_dataset
     from ..device import resolve_device, seed_everything
-    from ..pipeline import AnalyzeOptions, analyze
+    from ..pipeline import analyze
 
     dev = resolve_device(suite.device)
     config = gate_config(suite.gates, suite.source) if suite.gates is not None else None
+    opts = _analyze_options(suite, dev, argv)
     results, reports = [], []
     for spec in suite.models:
         seed_everything(suite.seed)
-        model = load_model(spec.path, arch=load_architecture(spec.arch, dict(spec.arch_kwargs)),
-                           trust_checkpoint=spec.trust_checkpoint, trusted_modules=spec.trust_modules, device=dev)
+        model = _load(spec, dev)
         source = suite.data_source or model.metadata.dataset
         if source is None:
             raise BadInputError(f"{suite.source}: no data given and model {spec.name!r} names no dataset; "
                                 "add 'data: {source: ...}'")
         data = load_dataset(source, split=suite.split, data_root=suite.data_root, limit=suite.limit)
         train = _train(source, suite) if suite.train_margins else None
-        opts = AnalyzeOptions(norm=suite.norm, eps=suite.eps, attacks=suite.attacks, steps=suite.steps,
-                              restarts=suite.restarts, certificate=suite.certificate if suite.certify else "none",
-                              lipschitz_constant=suite.lipschitz_constant, assume_lipschitz=suite.assume_lipschitz,
-                              lipschitz=suite.lipschitz, delegate_accuracy=suite.delegate_accuracy,
-                              batch_size=suite.batch_size, device=dev, seed=suite.seed,
-                              argv=tuple(argv) if argv is not None else None)
         res = analyze(model, data, opts, train_data=train, command="run", name=spec.name, progress=progress)
         results.append(res)
         if res.get("partial"):  # interrupted: no further models, no gate on partial results
@@ -233,6 +226,25 @@ def run_suite(suite: Suite, *, argv: Sequence[str] | None = None,
         if config is not None:
             reports.append(evaluate_gates(res, config, name=spec.name))
     return SuiteRun(suite, tuple(results), tuple(reports))
+
+
+def _load(spec: ModelSpec, device: Any) -> Any:
+    """The model of one suite entry (its ``arch`` is the user's; ``trust_modules`` may be named by the file)."""
+    from ..checkpoints import load_architecture, load_model
+
+    return load_model(spec.path, arch=load_architecture(spec.arch, dict(spec.arch_kwargs)),
+                      trust_checkpoint=spec.trust_checkpoint, trusted_modules=spec.trust_modules, device=device)
+
+
+def _analyze_options(suite: Suite, device: Any, argv: Sequence[str] | None) -> Any:
+    from ..pipeline import AnalyzeOptions
+
+    return AnalyzeOptions(norm=suite.norm, eps=suite.eps, attacks=suite.attacks, steps=suite.steps,
+                          restarts=suite.restarts, certificate=suite.certificate if suite.certify else "none",
+                          lipschitz_constant=suite.lipschitz_constant, assume_lipschitz=suite.assume_lipschitz,
+                          lipschitz=suite.lipschitz, delegate_accuracy=suite.delegate_accuracy,
+                          batch_size=suite.batch_size, device=device, seed=suite.seed,
+                          argv=tuple(argv) if argv is not None else None)
 
 
 def _train(source: str, suite: Suite) -> Any:
