@@ -74,7 +74,7 @@ class ModelMetadata:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if self.lipschitz is not None:
+        if isinstance(self.lipschitz, LipschitzClaim):  # (callers may also give the claim as a plain dict)
             d["lipschitz"] = self.lipschitz.to_dict()
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
