@@ -44,7 +44,7 @@ from certify.certificates import (
     model_num_classes,
     plan_certificate,
 )
-from certify.checkpoint import LoadedModel
+from certify.checkpoints import LoadedModel
 from certify.data import Dataset, ProgressFn, check_against_model
 from certify.defaults import (
     ATTACK_CHUNK,

@@ -10,7 +10,7 @@ import numpy as np
 
 from certify._version import __version__
 from certify.certificates import CertificatePlan
-from certify.checkpoint import LoadedModel
+from certify.checkpoints import LoadedModel
 from certify.data import Dataset
 from certify.defaults import STILL_FALLING_DROP
 from certify.errors import BadInputError, CertificateViolation

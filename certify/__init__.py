@@ -21,7 +21,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["CertificatePlan", "CertifyReport", "EpsResult", "Examples", "certify", "plan_certificate"],
                     "certificates"),
     **dict.fromkeys(["Architecture", "LipschitzClaim", "LoadedModel", "ModelMetadata", "load_model", "save_model"],
-                    "checkpoint"),
+                    "checkpoints"),
     **dict.fromkeys(["Dataset", "load_dataset"], "data"),
     **dict.fromkeys(["BadInputError", "CertificateViolation", "GateFailed", "LipcertError", "RuntimeFailure"],
                     "errors"),
@@ -30,8 +30,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["Analysis", "PerExample", "analyse_examples", "error_curve", "gap_bins", "hybrid_curve",
                      "margin_histograms", "median_distance", "singular_value_spreads"], "evaluation.analyses"),
     **dict.fromkeys(["AnalyzeOptions", "analyze", "ensure_analysis"], "evaluation.pipeline"),
-    **dict.fromkeys(["GateConfig", "GateReport", "GateResult", "evaluate_gates", "load_gate_config"], "gate"),
-    **dict.fromkeys(["Suite", "SuiteRun", "load_suite", "run_suite"], "suite"),
+    **dict.fromkeys(["GateConfig", "GateReport", "GateResult", "evaluate_gates", "load_gate_config"], "suites"),
+    **dict.fromkeys(["Suite", "SuiteRun", "load_suite", "run_suite"], "suites"),
 }
 
 

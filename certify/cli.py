@@ -196,7 +196,7 @@ def parse_kwargs_json(text: str | None) -> dict[str, Any]:
 
 def load_model_from_options(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool,
                             device: Any) -> Any:
-    from .checkpoint import load_architecture, load_model
+    from .checkpoints import load_architecture, load_model
 
     architecture = load_architecture(arch, parse_kwargs_json(arch_kwargs))
     ctx = click.get_current_context(silent=True)
@@ -749,7 +749,7 @@ def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_so
                 json_path: str | None, pdf_path: str | None, md_path: str | None, junit_path: str | None,
                 summary_md_path: str | None, quiet: bool) -> None:
     """Run a YAML suite and its gates: lipcert run suite.yaml --junit gates.xml"""
-    from .suite import json_paths, load_suite, run_suite
+    from .suites import json_paths, load_suite, run_suite
 
     check_positive("--batch-size", batch_size)
     check_positive("--limit", limit)
@@ -844,7 +844,7 @@ def gate_command(results: tuple[str, ...], config_path: str, baseline_path: str 
                  summary_md_path: str | None, quiet: bool) -> None:
     """Gate existing results: lipcert gate results.json --config gates.yaml --baseline old.json"""
     from .errors import GateFailed
-    from .gate import evaluate_gates, load_gate_config
+    from .suites import evaluate_gates, load_gate_config
     from .io import output_set
     from .render import load_results, malformed_results
 

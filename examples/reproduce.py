@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from certify.certificates import certify
-from certify.checkpoint import load_model
+from certify.checkpoints import load_model
 from certify.data import load_dataset
 from certify.evaluation.demo import default_models_dir
 from certify.render import pct

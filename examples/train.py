@@ -21,7 +21,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from certify.checkpoint import save_model
+from certify.checkpoints import save_model
 from certify.data import load_dataset
 from certify.device import resolve_device
 from certify.io import load_yaml_file

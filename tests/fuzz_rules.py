@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from certify.checkpoint import LoadedModel, ModelMetadata
+from certify.checkpoints import LoadedModel, ModelMetadata
 from certify.lipschitz.graph import GraphError, graphs
 from certify.lipschitz.registry import op_key
 

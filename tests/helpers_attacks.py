@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from certify.checkpoint import LipschitzClaim, LoadedModel, ModelMetadata, load_model, save_model
+from certify.checkpoints import LipschitzClaim, LoadedModel, ModelMetadata, load_model, save_model
 from certify.data import Dataset
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from certify.checkpoint import LoadedModel, ModelMetadata, load_model, save_model
+from certify.checkpoints import LoadedModel, ModelMetadata, load_model, save_model
 
 
 def loaded(module: nn.Module, shape: tuple[int, ...], **meta) -> LoadedModel:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ from attacks.foolbox_attacks import DDN, FMN, CarliniWagner
 from attacks.pgd import PGD, MarginPGD
 from certify import operator_norms as on
 from certify.certificates import certify
-from certify.checkpoint import LipschitzClaim, LoadedModel
+from certify.checkpoints import LipschitzClaim, LoadedModel
 from certify.data import Dataset
 from certify.defaults import CHECK_EPS_FRACTION
 

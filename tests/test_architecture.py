@@ -20,7 +20,6 @@ MAX_LINES = 500
 #: no other module may cross the limit.  Remove an entry once it is under the limit.
 OVER_LIMIT = {
     "attacks/evaluate.py": 653,
-    "certify/checkpoint.py": 747,
     "certify/cli.py": 910,  # split into certify/cli/ next
     "certify/lipschitz/operator_norms.py": 585,
     "certify/render.py": 649,

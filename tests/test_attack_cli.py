@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from certify.checkpoint import LipschitzClaim
+from certify.checkpoints import LipschitzClaim
 from certify.cli import main
 from .helpers_attacks import lipschitz_mlp, loaded
 

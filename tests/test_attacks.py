@@ -12,7 +12,7 @@ from attacks import ATTACKS, evaluate, run_batched
 from attacks.base import lp_norm, project
 from attacks.foolbox_attacks import FoolboxPGD
 from attacks.pgd import PGD
-from certify.checkpoint import LipschitzClaim
+from certify.checkpoints import LipschitzClaim
 from certify.data import Dataset, load_dataset
 from .helpers_attacks import FMNIST_DIR, blob_data, fit, lipschitz_mlp, loaded
 

@@ -7,7 +7,7 @@ import torch
 
 from attacks import ATTACKS, evaluate
 from attacks.pgd import PGD
-from certify.checkpoint import LipschitzClaim
+from certify.checkpoints import LipschitzClaim
 from certify.errors import BadInputError, CertificateViolation
 from .helpers_attacks import blob_data, lipschitz_mlp, loaded
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from certify import Architecture, LipschitzClaim, ModelMetadata, load_model, save_model
-from certify.checkpoint import detect_format, load_architecture
+from certify.checkpoints import detect_format, load_architecture, resolve_class
 from certify.errors import BadInputError, UnsafeCheckpointError
 
 from .conftest import Affine, unit_row_model
@@ -119,8 +119,9 @@ def test_pickle_payload_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": Payload(str(marker))}, path)
-    with pytest.raises(UnsafeCheckpointError, match="--trust-checkpoint"):
+    with pytest.raises(UnsafeCheckpointError, match="trust_checkpoint") as err:
         load_model(path)
+    assert err.value.param == "trust_checkpoint"  # the CLI names its flag: --trust-checkpoint
     assert not marker.exists()
 
 
@@ -181,3 +182,43 @@ def test_bad_metadata_is_reported(tmp_path):
         ModelMetadata.from_dict({"inputshape": [1, 2, 2]})
     with pytest.raises(BadInputError, match="norm"):
         LipschitzClaim("l3", "vector")
+
+
+def test_lipschitz_claim_norm_is_a_norm_and_saves_as_its_string():
+    from certify.threat import Norm
+
+    claim = LipschitzClaim("L2", "vector")
+    assert claim.norm is Norm.L2 and claim == LipschitzClaim("l2", "vector")
+    saved = ModelMetadata(lipschitz=claim).to_dict()["lipschitz"]
+    assert saved == {"norm": "l2", "kind": "vector", "constant": 1.0} and type(saved["norm"]) is str
+    assert ModelMetadata.from_dict(json.loads(json.dumps(ModelMetadata(lipschitz=claim).to_dict()))).lipschitz == claim
+
+
+def test_library_errors_name_values_not_flags(tmp_path):
+    """The CLI swaps ``param`` for its flag; the library speaks of its own parameters."""
+    path = tmp_path / "sd.pt"
+    torch.save(TinyNet().state_dict(), path)
+    with pytest.raises(BadInputError, match="without an architecture; pass arch ") as err:
+        load_model(path)
+    assert err.value.param == "arch" and "--" not in str(err.value)
+    with pytest.raises(BadInputError, match="example_input") as err:
+        save_model(TinyNet(), tmp_path / "m.pt2", META)
+    assert err.value.param == "example_input"
+    with pytest.raises(UnsafeCheckpointError, match="pass trust_modules os, or give arch os:system") as err:
+        resolve_class("os:system", trusted_modules=())
+    assert err.value.param == "trust_modules"  # the CLI's name (--trust-module) and the suite's key
+
+
+def test_old_module_paths_are_aliases_of_the_new_homes():
+    import certify
+    import certify.checkpoint as old
+    import certify.checkpoints as new
+    import certify.safe_export as old_pt2
+    from certify.checkpoints import safe_export
+
+    for name in ("load_model", "save_model", "LoadedModel", "ModelMetadata", "LipschitzClaim", "Architecture",
+                 "Normalize", "resolve_class", "detect_format", "load_architecture", "BUILTIN_ARCH_MODULES"):
+        assert getattr(old, name) is getattr(new, name)
+    assert old.check_finite_weights is new.readers.check_finite_weights
+    assert old_pt2.load_archive is safe_export.load_archive and old_pt2.validate_archive is safe_export.validate_archive
+    assert certify.load_model is new.load_model

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from certify.checkpoint import load_model, save_model
+from certify.checkpoints import load_model, save_model
 from certify.cli import main
 from certify.data import load_dataset
 from certify.evaluation.demo import DEMO_MODELS, default_models_dir, run_demo

@@ -36,7 +36,7 @@ def test_every_example_the_readmes_show_exists(path):
 
 def test_shipped_suite_and_its_gates_load():
     import certify
-    from certify.gate import load_gate_config
+    from certify.suites import load_gate_config
 
     suite = certify.load_suite(SUITE)
     assert [Path(m.path).name for m in suite.models] == ["fmnist_l2nnn.pt2"]

@@ -132,7 +132,7 @@ def test_gate_survives_a_mutated_baseline(seeds, data, tmp_path_factory):
 @FUZZ
 @given(data=st.data())
 def test_mutated_gate_configs_are_accepted_or_refused(seeds, data, tmp_path_factory):
-    from certify.gate import load_gate_config
+    from certify.suites import load_gate_config
 
     d = tmp_path_factory.mktemp("g")
     path = d / "gates.yaml"
@@ -146,7 +146,7 @@ def test_mutated_gate_configs_are_accepted_or_refused(seeds, data, tmp_path_fact
 @FUZZ
 @given(data=st.data())
 def test_mutated_suites_are_accepted_or_refused(seeds, data, tmp_path_factory):
-    from certify.suite import load_suite
+    from certify.suites import load_suite
 
     d = tmp_path_factory.mktemp("s")
     path = d / "suite.yaml"

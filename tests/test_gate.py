@@ -1,4 +1,4 @@
-"""Gates on robustness regressions (certify.gate, lipcert run / lipcert gate)."""
+"""Gates on robustness regressions (certify.suites.gates, lipcert run / lipcert gate)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from certify import load_dataset, load_model
 from certify import certify as run_certify
 from certify.cli import main
-from certify.gate import GateConfig, evaluate_gates, gate_config
+from certify.suites import GateConfig, evaluate_gates, gate_config
 from certify.render import certify_json, dumps, gate_junit, gate_markdown
 
 from .helpers_analysis import combined_from, fake_attack_json, fake_lipschitz_json, make_model

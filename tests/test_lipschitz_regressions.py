@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from certify.certificates import certify
-from certify.checkpoint import LoadedModel, ModelMetadata
+from certify.checkpoints import LoadedModel, ModelMetadata
 from certify.data import Dataset
 from certify.lipschitz import analyse
 from certify.lipschitz.analysis import analyse_with_forward

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certify.checkpoint import LipschitzClaim, load_model, save_model
+from certify.checkpoints import LipschitzClaim, load_model, save_model
 from certify.data import load_dataset
 from certify.errors import BadInputError
 from certify.zoo.losses import L2NNNLoss, hinge_loss, log_one_minus_softmax

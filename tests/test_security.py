@@ -179,8 +179,9 @@ def test_hostile_pt2_is_refused(name, base, marker, tmp_path):
 
 def test_sample_inputs_payload_refused_with_trust_hint(base, marker, tmp_path):
     path = rewrite_pt2(base["good"], tmp_path / "evil.pt2", lambda m: _sample_inputs(m, marker))
-    with pytest.raises(UnsafeCheckpointError, match="--trust-checkpoint"):
+    with pytest.raises(UnsafeCheckpointError, match="trust_checkpoint") as err:
         load_model(path)
+    assert err.value.param == "trust_checkpoint"  # the CLI names its flag: --trust-checkpoint
 
 
 def test_duplicate_member_names_are_refused(base, tmp_path):
@@ -391,7 +392,7 @@ def test_lipcert_family_builders_may_be_named_by_a_file(module, base, tmp_path):
 
 def test_old_and_zoo_names_resolve_to_the_same_classes():
     """Files written before the zoo moved name ``certify.models``/``certify.layers``; both names work."""
-    from certify.checkpoint import resolve_class
+    from certify.checkpoints import resolve_class
 
     for old, new in [("certify.layers:L2Linear", "certify.zoo.layers:L2Linear"),
                      ("certify.models:l2nnn_mlp", "certify.zoo.models:l2nnn_mlp")]:
@@ -399,9 +400,10 @@ def test_old_and_zoo_names_resolve_to_the_same_classes():
 
 
 @pytest.mark.parametrize("spec", ["certify.zoo.training:TrainConfig", "certify.zoo.losses:L2NNNLoss",
-                                  "certify.zoo:models", "certify.checkpoint:LoadedModel"])
+                                  "certify.zoo:models", "certify.checkpoint:LoadedModel",
+                                  "certify.checkpoints:LoadedModel", "certify.checkpoints.loading:load_model"])
 def test_other_lipcert_modules_may_not_be_named_by_a_file(spec):
-    from certify.checkpoint import resolve_class
+    from certify.checkpoints import resolve_class
     from certify.errors import UnsafeCheckpointError
 
     with pytest.raises(UnsafeCheckpointError):

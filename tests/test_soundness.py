@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from certify.certificates import CertificatePlan, certify
-from certify.checkpoint import LipschitzClaim
+from certify.checkpoints import LipschitzClaim
 from certify.data import Dataset
 from certify.margins import CERTIFICATES, certified_mask, logit_stats, radius_from_gap
 

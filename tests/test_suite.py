@@ -1,4 +1,4 @@
-"""YAML suites: validation with line numbers, overrides, determinism (certify.suite, lipcert run)."""
+"""YAML suites: validation with line numbers, overrides, determinism (certify.suites, lipcert run)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from certify.cli import main
 from certify.errors import BadInputError
-from certify.suite import json_paths, load_suite
+from certify.suites import json_paths, load_suite
 
 from .helpers_analysis import make_model
 
@@ -108,6 +108,42 @@ def test_suite_defaults_and_overrides(tmp_path):
 def test_duplicate_model_names_rejected(tmp_path):
     with pytest.raises(BadInputError, match="model names must differ"):
         load_suite(write(tmp_path, "models: [x/a.pt2, y/a.pt2]\nnorm: l2\n"))
+
+
+def test_norm_is_parsed_once_into_a_norm(tmp_path):
+    from certify.threat import Norm
+
+    assert load_suite(write(tmp_path, "model: m.pt2\nnorm: LINF\n")).norm is Norm.LINF
+    with pytest.raises(BadInputError, match="line 2: key 'norm' must be l2 or linf, got a string 'l1'"):
+        load_suite(write(tmp_path, "model: m.pt2\nnorm: l1\n"))
+
+
+def test_norm_errors_name_the_value_and_param(tmp_path):
+    """The library names ``norm`` (the CLI turns it into --norm); the suite's key is named as a key."""
+    with pytest.raises(BadInputError, match="no norm given in .*suite.yaml; add 'norm: l2'") as err:
+        load_suite(write(tmp_path, "model: m.pt2\n"))
+    assert err.value.param == "norm" and "--" not in str(err.value)
+    with pytest.raises(BadInputError, match="norm must be one of l2, linf") as err:
+        load_suite(write(tmp_path, "model: m.pt2\nnorm: l2\n"), {"norm": "l3"})
+    assert err.value.param == "norm"
+    r = run("run", str(write(tmp_path, "model: m.pt2\n")))
+    assert r.exit_code == 2 and "no --norm given in" in r.stderr
+
+
+def test_old_module_paths_are_aliases_of_the_new_homes():
+    import certify
+    import certify.gate as old_gate
+    import certify.suite as old_suite
+    import certify.suites as new
+    from certify.suites import gates, schema, suite
+
+    for name in ("load_suite", "run_suite", "Suite", "SuiteRun", "json_paths", "with_overrides", "suite_from_dict"):
+        assert getattr(old_suite, name) is getattr(suite, name)
+    for name in ("SUITE_KEYS", "GATE_KEYS", "MODEL_KEYS", "validate", "load_yaml_nodes", "Field", "KINDS"):
+        assert getattr(old_suite, name) is getattr(schema, name)
+    for name in ("evaluate_gates", "gate_config", "load_gate_config", "GateConfig", "GateReport", "GateResult"):
+        assert getattr(old_gate, name) is getattr(gates, name)
+    assert certify.load_suite is new.load_suite and certify.evaluate_gates is new.evaluate_gates
 
 
 # --------------------------------------------------------------------------- running

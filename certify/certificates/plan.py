@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import LoadedModel
+from ..checkpoints import LoadedModel
 from ..defaults import LIPSCHITZ_CLAIM_TOLERANCE
 from ..device import certificate_precision
 from ..errors import BadInputError, LipschitzUnverifiedError, RuntimeFailure

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..checkpoint import LoadedModel
+from ..checkpoints import LoadedModel
 from ..data import Dataset
 from ..errors import BadInputError, short_repr
 from .clean_pass import Examples

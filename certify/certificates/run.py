@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..checkpoint import LoadedModel
+from ..checkpoints import LoadedModel
 from ..data import Dataset, ProgressFn, check_against_model
 from ..defaults import DEFAULT_BATCH_SIZE
 from ..device import run_device

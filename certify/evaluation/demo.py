@@ -18,7 +18,7 @@ import torch
 from .analyses import forward_examples
 from ..certificates import certify
 from ..certificates.plan import claim_certificate
-from ..checkpoint import LoadedModel, load_model
+from ..checkpoints import LoadedModel, load_model
 from ..data import Dataset, ProgressFn
 from ..defaults import DEFAULT_BATCH_SIZE, DEMO_ATTACK_STEPS, DEMO_L2_EPS, DEMO_LINF_EPS
 from ..errors import BadInputError, CertificateViolation

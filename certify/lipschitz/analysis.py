@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import torch
 
-from ..checkpoint import LoadedModel
+from ..checkpoints import LoadedModel
 from ..data import ProgressFn
 from ..errors import BadInputError
 from ..threat import NORMS

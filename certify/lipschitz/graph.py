@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import torch
 
-from ..checkpoint import LoadedModel, Normalize
+from ..checkpoints import LoadedModel, Normalize
 from ..errors import BadInputError
 from .analyser import ANALYSIS_BATCH
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..checkpoint import LipschitzClaim
+from ..checkpoints import LipschitzClaim
 from ..errors import BadInputError
 from .layers import (
     L2Conv2d,

@@ -297,7 +297,7 @@ def train(state: TrainState, train_data: Dataset, eval_data: Dataset, *, device:
 
 def metadata_for(cfg: TrainConfig, class_names: tuple[str, ...] | None, dataset_name: str):  # type: ignore[no-untyped-def]
     """The :class:`ModelMetadata` a trained checkpoint of this config declares."""
-    from ..checkpoint import ModelMetadata
+    from ..checkpoints import ModelMetadata
     from .models import INPUT_SHAPE, NUM_CLASSES
 
     return ModelMetadata(input_shape=INPUT_SHAPE, bounds=(0.0, 1.0), dataset=dataset_name,

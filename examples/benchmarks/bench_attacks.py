@@ -38,7 +38,7 @@ from attacks import evaluate, run_batched
 from attacks.apgd import APGD
 from attacks.foolbox_attacks import FoolboxPGD
 from attacks.pgd import PGD
-from certify.checkpoint import LoadedModel, ModelMetadata
+from certify.checkpoints import LoadedModel, ModelMetadata
 from certify.data import load_dataset
 from certify.defaults import DEFAULT_ATTACKS, DEFAULT_PGD_REL_STEPSIZE
 from certify.device import resolve_device

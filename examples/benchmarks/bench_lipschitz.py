@@ -103,7 +103,7 @@ def resnet(width: int, trained: bool) -> nn.Module:
 
 
 def load(name: str):  # type: ignore[no-untyped-def]
-    from certify.checkpoint import LoadedModel, ModelMetadata, load_model
+    from certify.checkpoints import LoadedModel, ModelMetadata, load_model
 
     if name == "cnn":
         return load_model(ROOT / "examples/models/fmnist_baseline.pt2")
