@@ -31,7 +31,7 @@ class LipcertError(Exception):
 
     exit_code = EXIT_RUNTIME
 
-    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+    def __init__(self, message: str = "", *, param: str | tuple[str, ...] | None = None) -> None:
         super().__init__(message)
         self.param = param
 
@@ -83,19 +83,28 @@ def short_repr(value: object, limit: int = 80) -> str:
 
 
 def in_terms_of(err: LipcertError, flags: dict[str, str]) -> str:
-    """``str(err)`` with its parameter's name replaced by the caller's name for it (a CLI flag).
+    """``str(err)`` with its parameters' names replaced by the caller's names for them (CLI flags).
 
     ``flags`` maps Python parameter names to what the caller calls them (``{"eps": "--eps"}``).
-    The first whole-word mention of the parameter is replaced; a message that never mentions it
-    gets the name as a prefix, so the user always learns which input was wrong.
+    ``err.param`` is one name or a tuple of names.  For each, the first whole-word mention outside
+    quotes and paths is replaced (so ``'/data/arch/m.pt'`` or ``norm.yaml`` stay as they are); a
+    message that never mentions the first gets its name as a prefix, so the user always learns
+    which input was wrong.
     """
     import re
 
     message = str(err)
-    name = getattr(err, "param", None)
-    if not name or name not in flags:
-        return message
-    pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
-    if pattern.search(message):
-        return pattern.sub(lambda _: flags[name], message, count=1)
-    return f"{flags[name]}: {message}"
+    names = getattr(err, "param", None)
+    names = (names,) if isinstance(names, str) else tuple(names or ())
+    for k, name in enumerate(n for n in names if n in flags):
+        pattern = re.compile(rf"(?<![\w./-]){re.escape(name)}(?![\w/-]|\.\w)")
+        parts = re.split(r"('[^']*'|\"[^\"]*\")", message)  # odd parts are quoted
+        for j in range(0, len(parts), 2):
+            if pattern.search(parts[j]):
+                parts[j] = pattern.sub(lambda _: flags[name], parts[j], count=1)
+                break
+        else:
+            if k == 0:
+                parts[0] = f"{flags[name]}: {parts[0]}"
+        message = "".join(parts)
+    return message

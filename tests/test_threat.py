@@ -107,6 +107,10 @@ def test_threat_parses_once_and_empty_lists_mean_default():
     ("no such file", "data_source", "--data: no such file"),
     ("unrelated", None, "unrelated"),
     ("steps must be positive", "steps", "steps must be positive"),  # a name the command does not have
+    ("'/data/eps/m.pt' has no eps", "eps", "'/data/eps/m.pt' has no --eps"),  # quotes are values
+    ("/data/eps/m.pt: eps.yaml lacks eps.", "eps", "/data/eps/m.pt: eps.yaml lacks --eps."),  # paths too
+    ("pass eps, or give data_source", ("eps", "data_source"), "pass --eps, or give --data"),
+    ("nothing named", ("eps", "data_source"), "--eps: nothing named"),
 ])
 def test_the_cli_names_the_flag_the_library_named_the_value(message, param, expected):
     flags = {"eps": "--eps", "batch_size": "--batch-size", "data_source": "--data"}

@@ -48,7 +48,7 @@ def resolve_class(spec: str, *, trusted_modules: tuple[str, ...] | None = None) 
             f"the checkpoint names architecture {short_repr(spec)}, outside lipcert's own models "
             f"({', '.join(BUILTIN_ARCH_MODULES[:2])}); lipcert imports nothing a file names. If you trust that "
             f"code, pass trust_modules {short_repr(mod_name, 40)[1:-1]}, or give arch "
-            f"{short_repr(spec, 60)[1:-1]} yourself", param="trust_modules")
+            f"{short_repr(spec, 60)[1:-1]} yourself", param=("trust_modules", "arch"))
     obj = _attribute(_import(mod_name), mod_name, cls_name)
     if mod_name in _FAMILY_MODULES and obj in _family_builders():
         return obj  # lipcert's own family builders (functions returning an nn.Module)
