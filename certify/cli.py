@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ._version import __version__
 from .defaults import (
+    CERTIFICATE_CHOICES,
     DEFAULT_ATTACK_STEPS,
     DEFAULT_ATTACKS,
     DEFAULT_BATCH_SIZE,
@@ -32,6 +33,7 @@ from .defaults import (
     SEED_MAX,
 )
 from .errors import EXIT_RUNTIME, LipcertError, in_terms_of
+from .threat import NORMS
 
 F = Callable[..., Any]
 
@@ -356,9 +358,9 @@ def check_positive(name: str, value: int | None) -> None:
 
 @main.command()
 @model_options
-@click.option("--norm", type=click.Choice(["l2", "linf"]), required=True, help="Threat-model norm of ε.")
+@click.option("--norm", type=click.Choice(NORMS), required=True, help="Threat-model norm of ε.")
 @click.option("--eps", "eps", multiple=True, required=True, help="Radius ε; repeat or give 0.5,1,1.5.")
-@click.option("--certificate", type=click.Choice(["auto", "l2-multi", "l2-single", "linf-dist"]),
+@click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES),
               default=DEFAULT_CERTIFICATE, show_default=True,
               help="Margin-to-radius rule; auto uses the best sound one.")
 @click.option("--lipschitz-constant", type=float, default=None,
@@ -431,7 +433,7 @@ def check_lipschitz_constant(loaded: Any, norm: str, certificate: str, lipschitz
 
 @main.command()
 @model_options
-@click.option("--norm", type=click.Choice(["l2", "linf"]), default="l2", show_default=True,
+@click.option("--norm", type=click.Choice(NORMS), default="l2", show_default=True,
               help="Norm of the bounds (L2→L2 or ℓ∞→ℓ∞).")
 @click.option("--data", "data_source", default=None,
               help="Data for the empirical estimates (same names as certify); omit for bounds only.")
@@ -516,7 +518,7 @@ def _int_list(name: str, values_: Sequence[str] | str) -> tuple[int, ...]:
 
 @main.command()
 @model_options
-@click.option("--norm", type=click.Choice(["l2", "linf"]), required=True, help="Threat-model norm of ε.")
+@click.option("--norm", type=click.Choice(NORMS), required=True, help="Threat-model norm of ε.")
 @click.option("--eps", "eps", multiple=True, required=True, help="Radius ε; repeat or give 0.5,1,1.5.")
 @click.option("--attacks", "attack_names", multiple=True,
               help="Attacks, comma-separated or repeated (see `lipcert attack --help`); default: "
@@ -530,7 +532,7 @@ def _int_list(name: str, values_: Sequence[str] | str) -> tuple[int, ...]:
 @click.option("--no-certify-first", is_flag=True, help="Attack certified points too.")
 @click.option("--independent", is_flag=True,
               help="Run every attack on every uncertified point (rows = each attack alone) instead of cascading.")
-@click.option("--certificate", type=click.Choice(["auto", "l2-multi", "l2-single", "linf-dist"]),
+@click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES),
               default=DEFAULT_CERTIFICATE, show_default=True, help="Margin-to-radius rule for certify-first.")
 @click.option("--assume-lipschitz", is_flag=True, help="Use a Lipschitz property lipcert could not verify.")
 @data_options
@@ -608,7 +610,7 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
 
 @main.command()
 @model_options
-@click.option("--norm", type=click.Choice(["l2", "linf"]), required=True, help="Threat-model norm of ε.")
+@click.option("--norm", type=click.Choice(NORMS), required=True, help="Threat-model norm of ε.")
 @click.option("--eps", "eps", multiple=True, help="Chosen ε (0 allowed); repeat or 0,0.1,1.5. "
                                                   "Default: l2 0,0.1,1.5; linf 8/255.")
 @click.option("--attacks", "attack_names", multiple=True,
@@ -616,7 +618,7 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
 @click.option("--steps", "steps_text", multiple=True, default=("100",), show_default=True,
               help="Attack iterations, comma-separated or repeated (several give the iteration-scaling view).")
 @click.option("--restarts", type=int, default=1, show_default=True)
-@click.option("--certificate", type=click.Choice(["auto", "l2-multi", "l2-single", "linf-dist"]),
+@click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES),
               default=DEFAULT_CERTIFICATE, show_default=True)
 @click.option("--lipschitz-constant", type=float, default=None)
 @click.option("--assume-lipschitz", is_flag=True)
@@ -728,7 +730,7 @@ gate_output_options = option_group(
 
 @main.command("run")
 @click.argument("suite_path", metavar="SUITE.yaml", type=click.Path())
-@click.option("--norm", type=click.Choice(["l2", "linf"]), default=None, help="Override the suite's norm.")
+@click.option("--norm", type=click.Choice(NORMS), default=None, help="Override the suite's norm.")
 @click.option("--eps", "eps", multiple=True, help="Override the suite's ε (repeat or 0.1,0.3).")
 @click.option("--data", "data_source", default=None, help="Override the suite's data source.")
 @click.option("--data-root", default=None, type=click.Path())

@@ -13,6 +13,9 @@ DEFAULT_SEED = 0
 #: Largest accepted --seed (torch seeds are 64-bit; numpy gets seed mod 2**32).
 SEED_MAX = 2**63 - 1
 DEFAULT_CERTIFICATE = "auto"
+#: What ``certificate=`` (``--certificate``) accepts: ``auto`` and the rules of
+#: ``certify.certificates.margins.CERTIFICATES`` (kept torch-free here for the CLI; a test checks they agree).
+CERTIFICATE_CHOICES = ("auto", "l2-multi", "l2-single", "linf-dist")
 DEFAULT_LIPSCHITZ_CONSTANT = 1.0
 DEFAULT_NORM = "l2"
 

@@ -115,3 +115,10 @@ def test_threat_parses_once_and_empty_lists_mean_default():
 def test_the_cli_names_the_flag_the_library_named_the_value(message, param, expected):
     flags = {"eps": "--eps", "batch_size": "--batch-size", "data_source": "--data"}
     assert in_terms_of(BadInputError(message, param=param), flags) == expected
+
+
+def test_the_cli_choices_are_the_library_values():
+    from certify.certificates.margins import CERTIFICATES
+    from certify.defaults import CERTIFICATE_CHOICES
+
+    assert CERTIFICATE_CHOICES == ("auto", *CERTIFICATES)
