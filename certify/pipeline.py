@@ -70,7 +70,7 @@ def chosen_eps(opts: AnalyzeOptions) -> tuple[float, ...]:
 def analyze(model: Any, data: Any, opts: AnalyzeOptions, *, train_data: Any = None, command: str = "analyze",
             name: str | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Run everything ``opts`` asks for and return the combined results dict."""
-    from .render import analysis_json, certify_json, combined_json
+    from .results import analysis_json, certify_json, combined_json
 
     eps = chosen_eps(opts)
     notes: list[str] = []
@@ -135,8 +135,8 @@ def external_reports(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[
     """Run the attacks (:func:`attacks.evaluate`) and the Lipschitz analyser; return their JSON sections."""
     from attacks import evaluate
 
-    from . import render
     from .lipschitz import analyse
+    from .results import attack_json, lipschitz_json
 
     attack = lipschitz = None
     if opts.attacks != () and eps:
@@ -145,11 +145,11 @@ def external_reports(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[
                        certificate="auto" if opts.certificate == "none" else opts.certificate,
                        assume_lipschitz=opts.assume_lipschitz, min_distance=True,
                        batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress)
-        attack = render.attack_json(rep, list(opts.argv or ()))
+        attack = attack_json(rep, list(opts.argv or ()))
         notes.extend(rep.notes)
     if opts.lipschitz:
         lip = analyse(model, norm=opts.norm, input_shape=tuple(data.input_shape))
-        lipschitz = render.lipschitz_json(lip)
+        lipschitz = lipschitz_json(lip)
     return attack, lipschitz
 
 
@@ -165,7 +165,7 @@ def analyse_results_parts(certify_pe: Mapping[str, Any] | None, attack: Mapping[
 
 def ensure_analysis(results: dict[str, Any], eps: Sequence[float] | None = None) -> dict[str, Any]:
     """Fill in ``analysis`` of combined results that have none (e.g. a wrapped certify JSON)."""
-    from .render import analysis_json
+    from .results import analysis_json
 
     if results.get("analysis") is not None:
         return results
