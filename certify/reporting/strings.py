@@ -47,7 +47,7 @@ def labels(results: Sequence[Results]) -> list[str]:
 
 def norm_of(r: Results) -> str:
     a = r.get("analysis") or {}
-    return str(a.get("norm") or (r.get("certify") or r.get("attack") or {}).get("norm") or "l2")
+    return str(a.get("norm") or (r.get("certify") or r.get("attack") or {}).get("norm") or Norm.L2)
 
 
 def lipschitz_bound(r: Results) -> Any:
