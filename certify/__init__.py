@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["AnalyzeOptions", "analyze", "ensure_analysis"], "evaluation.pipeline"),
     **dict.fromkeys(["GateConfig", "GateReport", "GateResult", "evaluate_gates", "load_gate_config"], "suites"),
     **dict.fromkeys(["Suite", "SuiteRun", "load_suite", "run_suite"], "suites"),
+    "load_results": "results",
 }
 
 
@@ -64,18 +65,10 @@ __all__ = [
 ]
 
 
-def load_results(path: str) -> dict:  # type: ignore[type-arg]
-    """Read a results JSON (combined, or a bare certify/attack JSON wrapped into the combined shape)."""
-    from .render import load_results as _load
-
-    return _load(path)
-
-
 def write_pdf(results: list, path: str) -> int:  # type: ignore[type-arg]
     """Write the PDF report of one or several combined results dicts; returns the page count."""
-    from .report import write_pdf as _write
-
     from .evaluation.pipeline import ensure_analysis
+    from .reporting.pdf import write_pdf as _write
 
     return _write([ensure_analysis(r) for r in results], path)
 
@@ -83,6 +76,6 @@ def write_pdf(results: list, path: str) -> int:  # type: ignore[type-arg]
 def report_markdown(results: list) -> str:  # type: ignore[type-arg]
     """The Markdown summary of one or several combined results dicts."""
     from .evaluation.pipeline import ensure_analysis
-    from .report import markdown
+    from .reporting.markdown import markdown
 
     return markdown([ensure_analysis(r) for r in results])

@@ -1,7 +1,7 @@
 """The ``lipcert`` command line: thin wrappers over the library.
 
 Commands parse options, call library functions, and hand the returned
-dataclasses to :mod:`certify.render`.  Library errors (:class:`LipcertError`)
+dataclasses to :mod:`certify.results` (JSON) and :mod:`certify.reporting` (tables, reports).  Library errors (:class:`LipcertError`)
 become one ``Error: …`` line on stderr and a documented exit code:
 0 ok, 1 gate failed, 2 usage or bad input, 3 runtime failure.
 """
@@ -279,18 +279,14 @@ def delayed_progress_bar(description: str, quiet: bool, delay: float = 1.0
 
 def emit_json(data: dict[str, Any], path: str | None, out: Any = None) -> None:
     """JSON to stdout (``-``), into an :class:`certify.io.OutputSet` (``out``) or atomically to ``path``."""
-    from .io import write_text_atomic
-    from .render import dumps
+    from .results import dumps, write_results
 
     if path is None:
         return
-    text = dumps(data)
     if path == "-":
-        click.echo(text, nl=False)
-    elif out is not None:
-        out.text(path, text)
+        click.echo(dumps(data), nl=False)
     else:
-        write_text_atomic(path, text)
+        write_results(data, path, out)
 
 
 def check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
@@ -312,21 +308,6 @@ def show(renderables: Sequence[Any], quiet: bool, json_to_stdout: bool) -> None:
     for r in renderables:
         if r is not None:
             console.print(r)
-
-
-def read_json(path: str) -> dict[str, Any]:
-    from .errors import BadInputError
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise BadInputError(f"results file {path!r} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadInputError(f"{path!r} is not valid JSON ({err}); give a lipcert results file") from None
-    if not isinstance(data, dict):
-        raise BadInputError(f"{path!r}: expected a JSON object written by lipcert")
-    return data
 
 
 @contextlib.contextmanager
@@ -390,7 +371,9 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     from .certificates import resume_examples
     from .device import resolve_device, seed_everything
     from .io import output_set
-    from .render import certify_json, certify_table, examples_csv, flags_table
+    from .reporting.examples_csv import examples_csv
+    from .reporting.tables import certify_table, flags_table
+    from .results import certify_json, read_results
 
     check_outputs({"--json": json_path, "--per-example": per_example_path},
                   {**model_inputs(model, arch, data_source), "the --resume file": resume_path})
@@ -399,7 +382,7 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
     check_lipschitz_constant(loaded, norm, certificate, lipschitz_constant)
     data = load_data_from_options(loaded, data_source, data_root, split, limit)
-    resume = resume_examples(read_json(resume_path), loaded, data, norm) if resume_path else None
+    resume = resume_examples(read_results(resume_path, param="resume_path"), loaded, data, norm) if resume_path else None
     with progress_bar("certify", len(data), quiet) as progress:
         report = run_certify(loaded, data, norm=norm, eps=eps_values, certificate=certificate,
                              lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
@@ -448,7 +431,8 @@ def lipschitz(model: str, arch: str | None, arch_kwargs: str | None, trust_check
     from .device import resolve_device, seed_everything
     from .estimates import empirical_estimates
     from .lipschitz import analyse
-    from .render import empirical_table, lipschitz_json, lipschitz_table
+    from .reporting.tables import empirical_table, lipschitz_table
+    from .results import lipschitz_json
 
     check_positive("--limit", limit)
     check_outputs({"--json": json_path}, model_inputs(model, arch, data_source))
@@ -488,7 +472,8 @@ def data_lipschitz_cmd(data_source: str, split: str, data_root: str | None, limi
     from .data import load_dataset
     from .device import resolve_device
     from .estimates import data_lipschitz
-    from .render import data_lipschitz_json, data_lipschitz_table
+    from .reporting.tables import data_lipschitz_table
+    from .results import data_lipschitz_json
 
     check_outputs({"--json": json_path}, {"the data": data_source})
     dev = resolve_device(device)
@@ -572,13 +557,15 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
 
     from .device import resolve_device, seed_everything
     from .errors import CertificateViolation
-    from .render import attack_examples_csv, attack_json, attack_table, flags_table, iteration_scaling_table
+    from .reporting.examples_csv import attack_examples_csv
+    from .reporting.tables import attack_table, flags_table, iteration_scaling_table
+    from .results import attack_json, read_results
 
     dev = resolve_device(device)
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
     data = load_data_from_options(loaded, data_source, data_root, split, limit)
-    resume = resume_state(read_json(resume_path)) if resume_path else None
+    resume = resume_state(read_results(resume_path, param="resume_path")) if resume_path else None
     try:
         with progress_bar("attack", len(data), quiet) as progress:
             report = evaluate(loaded, data, norm=norm, eps=eps_values, attacks=names, steps=steps,
@@ -640,7 +627,7 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
 
     from .device import resolve_device, seed_everything
     from .evaluation.pipeline import AnalyzeOptions, analyze as run_analyze
-    from .render import analysis_tables, flags_table_json
+    from .reporting.tables import analysis_tables, flags_table_json
 
     check_outputs({"--json": json_path}, model_inputs(model, arch, data_source))
     dev = resolve_device(device)
@@ -696,8 +683,10 @@ def report(results: tuple[str, ...], pdf_path: str | None, md_path: str | None, 
     """Render results JSONs side by side: lipcert report a.json b.json --pdf report.pdf --md summary.md"""
     from .io import output_set
     from .evaluation.pipeline import ensure_analysis
-    from .render import load_results, malformed_results, summary_table
-    from .report import markdown, write_pdf
+    from .reporting.markdown import markdown
+    from .reporting.pdf import write_pdf
+    from .reporting.tables import summary_table
+    from .results import load_results, malformed_results
 
     check_outputs({"--pdf": pdf_path, "--md": md_path}, {f"results file {p!r}": p for p in results})
     with malformed_results(", ".join(results)):
@@ -797,14 +786,15 @@ def suite_inputs(suite: Any, suite_path: str) -> dict[str, str | None]:
 
 
 def summary_table_for(results: Sequence[dict[str, Any]]) -> Any:
-    from .render import summary_table
+    from .reporting.tables import summary_table
 
     return summary_table(list(results))
 
 
 def write_reports(results: list[dict[str, Any]], pdf_path: str | None, md_path: str | None, quiet: bool,
                   out: Any) -> None:
-    from .report import markdown, write_pdf
+    from .reporting.markdown import markdown
+    from .reporting.pdf import write_pdf
 
     if pdf_path:
         pages = write_pdf(results, str(out.path(pdf_path)))
@@ -817,7 +807,9 @@ def write_reports(results: list[dict[str, Any]], pdf_path: str | None, md_path: 
 def finish_gates(reports: Sequence[Any], junit_path: str | None, summary_md_path: str | None, quiet: bool,
                  out: Any) -> str | None:
     """Stage JUnit/Markdown into ``out``; return the failure message when a gate failed (the caller exits 1)."""
-    from .render import gate_failure_message, gate_junit, gate_markdown
+    from .reporting.junit import gate_junit
+    from .reporting.markdown import gate_markdown
+    from .reporting.strings import gate_failure_message
 
     if not reports:
         return None
@@ -829,7 +821,7 @@ def finish_gates(reports: Sequence[Any], junit_path: str | None, summary_md_path
 
 
 def show_gates(reports: Sequence[Any], quiet: bool) -> None:
-    from .render import gate_table
+    from .reporting.tables import gate_table
 
     if reports:
         show([gate_table(reports)], quiet, False)
@@ -848,14 +840,14 @@ def gate_command(results: tuple[str, ...], config_path: str, baseline_path: str 
     from .errors import GateFailed
     from .suites import evaluate_gates, load_gate_config
     from .io import output_set
-    from .render import load_results, malformed_results
+    from .results import load_results, malformed_results
 
     check_outputs({"--junit": junit_path, "--summary-md": summary_md_path},
                   {**{f"results file {p!r}": p for p in results}, "the --config file": config_path,
                    "the --baseline file": baseline_path})
     config = load_gate_config(config_path)
     with malformed_results(", ".join(results + ((baseline_path,) if baseline_path else ()))):
-        baseline = load_results(baseline_path) if baseline_path else None
+        baseline = load_results(baseline_path, param="baseline_path") if baseline_path else None
         reports = [evaluate_gates(load_results(p), config, baseline=baseline) for p in results]
         with output_set() as out:
             failure = finish_gates(reports, junit_path, summary_md_path, quiet, out)
@@ -884,7 +876,8 @@ def demo(models_dir: str | None, limit: int | None, attack_steps: int, batch_siz
     from .data import load_dataset
     from .evaluation.demo import DEMO_MODELS, find_models, run_demo
     from .device import resolve_device, seed_everything
-    from .render import demo_json, demo_table
+    from .reporting.tables import demo_table
+    from .results import demo_json
 
     check_positive("--batch-size", batch_size)
     check_outputs({"--json": json_path}, {})

@@ -55,6 +55,16 @@ class Norm(str, enum.Enum):
         return "ℓ₂" if self is Norm.L2 else "ℓ∞"
 
     @property
+    def plain_symbol(self) -> str:
+        """"ℓ2" or "ℓ∞" (a plain digit): how the summary rows, the Markdown and the PDF axes name the norm."""
+        return "ℓ2" if self is Norm.L2 else "ℓ∞"
+
+    @property
+    def operator_symbol(self) -> str:
+        """"ℓ₂→ℓ₂" or "ℓ∞→ℓ∞": the operator norm that a Lipschitz bound in this norm measures."""
+        return f"{self.symbol}→{self.symbol}"
+
+    @property
     def kappa(self) -> float:
         """‖e_i − e_j‖ in the dual norm: a bound L on ‖∇f‖* gives margin/(κL) as a radius (√2, or 2)."""
         return math.sqrt(2.0) if self is Norm.L2 else 2.0

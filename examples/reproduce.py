@@ -20,7 +20,7 @@ from certify.certificates import certify
 from certify.checkpoints import load_model
 from certify.data import load_dataset
 from certify.evaluation.demo import default_models_dir
-from certify.render import pct
+from certify.reporting.strings import pct
 from certify.zoo.training import pgd
 
 L2_EPS = (0.5, 1.0, 1.5)

@@ -83,7 +83,7 @@ def fake_lipschitz_json(bound: float = 1.0) -> dict:
 def combined_from(cert: dict, attack: dict | None = None, lipschitz: dict | None = None, name: str | None = None) -> dict:
     """Combined results with analysis, built only from JSON (what lipcert report does)."""
     from certify.evaluation.pipeline import ensure_analysis
-    from certify.render import combined_json
+    from certify.results import combined_json
 
     res = combined_json(command="analyze", seed=0, model=cert["model"], data=cert["data"], certify=cert,
                         attack=attack, lipschitz=lipschitz, name=name)

@@ -13,7 +13,9 @@ from certify import load_dataset, load_model
 from certify import certify as run_certify
 from certify.cli import main
 from certify.suites import GateConfig, evaluate_gates, gate_config
-from certify.render import certify_json, dumps, gate_junit, gate_markdown
+from certify.reporting.junit import gate_junit
+from certify.reporting.markdown import gate_markdown
+from certify.results import certify_json, dumps
 
 from .helpers_analysis import combined_from, fake_attack_json, fake_lipschitz_json, make_model
 

@@ -1,4 +1,4 @@
-"""PDF and Markdown reports, and the analyze/report commands (certify.report, lipcert analyze/report)."""
+"""PDF and Markdown reports, and the analyze/report commands (certify.reporting, lipcert analyze/report)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from certify import load_dataset, load_model
 from certify import certify as run_certify
 from certify.cli import main
 from certify.defaults import FASHION_MNIST_DIR
-from certify.render import certify_json, dumps
-from certify.report import markdown, summary_rows, write_pdf
+from certify.reporting.markdown import markdown
+from certify.reporting.pdf import write_pdf
+from certify.reporting.strings import summary_rows
+from certify.results import certify_json, dumps
 
 from .helpers_analysis import combined_from, fake_attack_json, fake_lipschitz_json, make_model
 

@@ -68,6 +68,13 @@ def test_norm_is_its_name_everywhere_a_string_was():
     assert err.value.param == "norm"
 
 
+def test_norm_symbols_for_tables_and_reports():
+    assert (Norm.L2.symbol, Norm.LINF.symbol) == ("ℓ₂", "ℓ∞")
+    assert (Norm.L2.plain_symbol, Norm.LINF.plain_symbol) == ("ℓ2", "ℓ∞")
+    assert (Norm.L2.operator_symbol, Norm.LINF.operator_symbol) == ("ℓ₂→ℓ₂", "ℓ∞→ℓ∞")
+    assert Norm.parse("linf").plain_symbol == "ℓ∞"
+
+
 @pytest.mark.parametrize("values,allow_zero,expected", [
     (["0.5,1", "8/255"], False, (0.5, 1.0, 8 / 255)),
     ([0.25, " 2 "], False, (0.25, 2.0)),

@@ -2,8 +2,8 @@
 
 Everything here is a pure function of per-example arrays (labels, predictions,
 confidence gaps, label margins, certified radii and minimum adversarial
-distances) and returns frozen dataclasses; :mod:`certify.render` turns them
-into tables and JSON and :mod:`certify.report` into PDF pages.
+distances) and returns frozen dataclasses; :mod:`certify.results` turns them
+into JSON and :mod:`certify.reporting` into tables and PDF pages.
 
 Conventions
 -----------

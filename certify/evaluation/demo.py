@@ -3,7 +3,7 @@
 The models live in ``examples/models/`` of the source tree (trained by
 ``examples/train.py`` with the small CPU configs); the data is the embedded
 ``demo`` set (the first 1,000 Fashion-MNIST test images).  The result is one
-frozen :class:`DemoReport` that :func:`certify.render.demo_table` draws.
+frozen :class:`DemoReport` that :func:`certify.reporting.tables.demo_table` draws.
 """
 
 from __future__ import annotations

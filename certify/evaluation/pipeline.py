@@ -71,7 +71,7 @@ def analyze(model: Any, data: Any, opts: AnalyzeOptions, *, train_data: Any = No
     The certificate is planned once (:func:`_plan`) and that plan, or its refusal, is handed to
     certify and to the attacks; the Lipschitz section reuses the plan's analysis when its norm is ours.
     """
-    from ..render import analysis_json, certify_json, combined_json
+    from ..results import analysis_json, certify_json, combined_json
 
     eps = chosen_eps(opts)
     notes: list[str] = []
@@ -149,7 +149,7 @@ def external_reports(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[
     Lipschitz analyser; return their JSON sections."""
     from attacks import evaluate
 
-    from .. import render
+    from ..results import attack_json, lipschitz_json
 
     attack = lipschitz = None
     if opts.attacks != () and eps:
@@ -158,10 +158,10 @@ def external_reports(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[
                        certificate="auto" if opts.certificate == "none" else opts.certificate,
                        assume_lipschitz=opts.assume_lipschitz, min_distance=True,
                        batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress, plan=plan)
-        attack = render.attack_json(rep, list(opts.argv or ()))
+        attack = attack_json(rep, list(opts.argv or ()))
         notes.extend(rep.notes)
     if opts.lipschitz:
-        lipschitz = render.lipschitz_json(_lipschitz_report(model, data, opts, plan))
+        lipschitz = lipschitz_json(_lipschitz_report(model, data, opts, plan))
     return attack, lipschitz
 
 
@@ -187,7 +187,7 @@ def analyse_results_parts(certify_pe: Mapping[str, Any] | None, attack: Mapping[
 
 def ensure_analysis(results: dict[str, Any], eps: Sequence[float] | None = None) -> dict[str, Any]:
     """Fill in ``analysis`` of combined results that have none (e.g. a wrapped certify JSON)."""
-    from ..render import analysis_json
+    from ..results import analysis_json
 
     if results.get("analysis") is not None:
         return results

@@ -254,7 +254,7 @@ def evaluate_gates(res: Mapping[str, Any], config: GateConfig, *, baseline: Mapp
     if config.forbid_flags:
         rows.append(_flags(res, config.forbid_flags))
     if baseline is None and config.baseline_path:
-        from ..render import load_results
+        from ..results import load_results
 
         baseline = load_results(config.baseline_path)
     if baseline is not None:

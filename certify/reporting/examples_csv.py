@@ -1,0 +1,47 @@
+"""Per-example CSV files: ``certify --per-example`` and ``attack --per-example``."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..results import ATTACK_EXAMPLE_COLUMNS
+
+if TYPE_CHECKING:
+    from ..certificates import Examples
+
+
+def examples_csv(ex: Examples, extra: dict[str, Sequence[Any]] | None = None) -> str:
+    """CSV with ``index,label,prediction,gap,margin,radius`` (+ extra columns) of a certify run's ``Examples``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = [f.name for f in dataclasses.fields(ex)]
+    extra = extra or {}
+    w.writerow(cols + list(extra))
+    arrays = [getattr(ex, c) for c in cols] + [list(v) for v in extra.values()]
+    for row in zip(*arrays):
+        w.writerow([_cell(v) for v in row])
+    return buf.getvalue()
+
+
+def attack_examples_csv(report: Any) -> str:
+    """CSV of :data:`certify.results.ATTACK_EXAMPLE_COLUMNS` of an attack run."""
+    ex = report.examples
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(ATTACK_EXAMPLE_COLUMNS)
+    for row in zip(*(getattr(ex, c) for c in ATTACK_EXAMPLE_COLUMNS)):
+        w.writerow([_cell(v) for v in row])
+    return buf.getvalue()
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
