@@ -433,7 +433,7 @@ def lipschitz(model: str, arch: str | None, arch_kwargs: str | None, trust_check
               json_path: str | None, quiet: bool) -> None:
     """Guaranteed Lipschitz bounds per layer, and empirical estimates: lipcert lipschitz model.pt2 --data demo"""
     from .device import resolve_device, seed_everything
-    from .estimates import empirical_estimates
+    from .lipschitz.estimates import empirical_estimates
     from .lipschitz import analyse
     from .render import empirical_table, lipschitz_json, lipschitz_table
 
@@ -474,7 +474,7 @@ def data_lipschitz_cmd(data_source: str, split: str, data_root: str | None, limi
     """Lip₂,∞ of a dataset ([WCAT] App. C): lipcert data-lipschitz fashion-mnist"""
     from .data import load_dataset
     from .device import resolve_device
-    from .estimates import data_lipschitz
+    from .lipschitz.estimates import data_lipschitz
     from .render import data_lipschitz_json, data_lipschitz_table
 
     check_outputs({"--json": json_path}, {"the data": data_source})

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from certify.cli import main
 from certify.data import Dataset
-from certify.estimates import data_lipschitz, empirical_estimates
+from certify.lipschitz.estimates import data_lipschitz, empirical_estimates
 from certify.lipschitz import analyse
 from tests.helpers_lipschitz import loaded, small_cnn
 

@@ -21,8 +21,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .data import Dataset, ProgressFn
-from .defaults import (
+from ..data import Dataset, ProgressFn
+from ..defaults import (
     DATA_LIPSCHITZ_BLOCK,
     ESTIMATE_BATCH_SIZE,
     ESTIMATE_POWER_ITERATIONS,
@@ -30,8 +30,7 @@ from .defaults import (
     LOCAL_SEARCH_RADIUS,
     LOCAL_SEARCH_STEPS,
 )
-from .errors import BadInputError
-
+from ..errors import BadInputError
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def empirical_estimates(model: Callable[[torch.Tensor], torch.Tensor], data: Dat
                         progress: ProgressFn | None = None) -> EmpiricalEstimates:
     """Empirical lower bounds on ``data`` (see the module docs); ``device=None``: the model's."""
     if isinstance(model, torch.nn.Module):
-        from .device import run_device
+        from ..device import run_device
 
         device = run_device(model, device)
     elif device is None:
