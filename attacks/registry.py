@@ -6,10 +6,10 @@ from typing import Any
 
 from certify.errors import BadInputError
 
-from .base import Attack
 from .apgd import APGD, APGDDLR, APGDT
+from .base import Attack
 from .foolbox_attacks import DDN, FGSM, FMN, CarliniWagner, DeepFool, FoolboxPGD, HopSkipJump
-from .pgd import PGD, L2PGD, LinfPGD, MarginPGD
+from .pgd import L2PGD, PGD, LinfPGD, MarginPGD
 
 #: name → attack class.  ``pgd``, ``pgd-margin``, ``apgd-ce``, ``apgd-dlr``, ``apgd-t``, ``fgsm``, ``fb-pgd``, ``fmn`` and
 #: ``deepfool`` take the norm at call time; the others support the norms in their ``norms``.

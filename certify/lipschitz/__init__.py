@@ -9,7 +9,8 @@ error of the forward pass (:mod:`.rounding`), which every certificate subtracts 
 
 from __future__ import annotations
 
-from .analysis import NORMS, analyse
+from ..threat import NORMS
+from .analysis import analyse
 from .claims import verify_certificate
 from .graph import example_shape
 from .registry import RULES

@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from ..threat import Norm
+
 _ids = itertools.count()
 
 #: A measured quantity: (fx node, tuple item index or None).
@@ -96,6 +98,11 @@ class Err:
                    any(not math.isfinite(f) for _, f in e.parts) for e in _reachable(self))
 
 
+#: The combine mode (see :meth:`Err.combine`) of the analysis norm: how a concatenation's parts add up
+#: (√Σ in L2, max in ℓ∞).  Modes stay strings: they are ways to add up parts (``sum`` is the triangle
+#: inequality, an ℓ1 that no threat model has), not the norm of a threat model.
+NORM_MODE = {Norm.L2: "l2", Norm.LINF: "max"}
+
 ZERO = Err("zero")
 INF = Err("lin", (), math.inf)
 
@@ -148,13 +155,13 @@ def evaluate(root: Err, norms: Callable[[Key], torch.Tensor], n: int,
     return values[root.id]
 
 
-def row_norms(t: torch.Tensor, norm: str) -> torch.Tensor:
+def row_norms(t: torch.Tensor, norm: Norm) -> torch.Tensor:
     """Per-example norms of a batched tensor, float64, rounded up."""
     rows = t.detach().reshape(t.shape[0], -1)
     if rows.shape[1] == 0:
         return torch.zeros(t.shape[0], dtype=torch.float64, device=t.device)
-    if norm == "l2":
-        out = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64)
-    else:
+    if norm is Norm.LINF:
         out = rows.abs().amax(dim=1).to(torch.float64)
+    else:
+        out = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64)
     return out * (1 + 1e-12)

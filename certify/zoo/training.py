@@ -27,7 +27,6 @@ from .losses import L2NNNLoss, hinge_loss
 from .models import get_family
 
 
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; YAML keys are these field names."""

@@ -8,9 +8,11 @@ order): views that keep the shape, clones, same-dtype or widening casts, eval-mo
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 
+from ...threat import Norm
 from ..analyser import Analyser, Var
 from ..fperror import INF, Err
 from ..registry import CONST, NO_EFFECT, VAR, Bound, NoRule, eq, optional, rule
@@ -284,7 +286,7 @@ def cat(a: Analyser, b: Bound) -> Var:
     vars_ = [(n, v) for n, v in items if v is not None]
     if any(v.kind != "var" for _, v in vars_):
         raise NoRule("a concatenated tensor is not a plain tensor of the input")
-    if a.norm == "linf":
+    if a.norm is Norm.LINF:
         err = Err.combine([(v.err, 1.0) for _, v in vars_], "max")
         return Var(max(v.lip for _, v in vars_), err)
     paired: set[int] = set()
