@@ -258,13 +258,14 @@ class Analyser:
 
     # building outputs -----------------------------------------------------------
 
-    def combine(self, terms: list[tuple[Var, float]], mode: str) -> tuple[float, Err]:
-        """(lip, err) of several input-dependent terms with factors: ``sum``, ``l2`` or ``max``."""
+    def combine(self, terms: list[tuple[Var, float]], mode: Norm | str) -> tuple[float, Err]:
+        """(lip, err) of several input-dependent terms with factors, added up (``"sum"``) or combined in
+        a norm (``Norm.L2``: √Σ, ``Norm.LINF``: max); see :meth:`Err.combine`."""
         lips = [v.lip * f for v, f in terms]
         err = Err.combine([(v.err, f) for v, f in terms], mode)
         if mode == "sum":
             return sum(lips), err
-        if mode == "l2":
+        if Norm.parse(mode) is Norm.L2:
             return math.sqrt(sum(x * x for x in lips)), err
         return max(lips), err
 

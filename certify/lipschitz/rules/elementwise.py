@@ -12,7 +12,7 @@ import math
 import torch
 
 from ..analyser import Analyser, Tag, Var
-from ..fperror import NORM_MODE, ZERO, Err
+from ..fperror import ZERO, Err
 from ..registry import CONST, VAR, Bound, NoRule, eq, finite, optional, positive, rule
 from .common import leading, tensor_value
 
@@ -221,7 +221,7 @@ def _select(a: Analyser, b: Bound, names: tuple[str, ...]) -> Var:
         if v.kind != "var":
             raise NoRule(f"argument {name} is not a plain tensor of the input")
         terms.append((v, a.expansion(raw, b.out)))
-    lip, err = a.combine(terms, NORM_MODE[a.norm])
+    lip, err = a.combine(terms, a.norm)
     return Var(lip, err)
 
 

@@ -287,7 +287,7 @@ def cat(a: Analyser, b: Bound) -> Var:
     if any(v.kind != "var" for _, v in vars_):
         raise NoRule("a concatenated tensor is not a plain tensor of the input")
     if a.norm is Norm.LINF:
-        err = Err.combine([(v.err, 1.0) for _, v in vars_], "max")
+        err = Err.combine([(v.err, 1.0) for _, v in vars_], Norm.LINF)
         return Var(max(v.lip for _, v in vars_), err)
     paired: set[int] = set()
     total = 0.0
@@ -300,11 +300,11 @@ def cat(a: Analyser, b: Bound) -> Var:
                 z = a.info[ti.z]
                 total += (abs(ti.coef) * z.lip) ** 2
                 # the pair is a |c|-Lipschitz function of the computed z, plus each side's own rounding
-                errs.append((z.err * abs(ti.coef) + Err.combine([(ti.extra, 1.0), (tj.extra, 1.0)], "l2"), 1.0))
+                errs.append((z.err * abs(ti.coef) + Err.combine([(ti.extra, 1.0), (tj.extra, 1.0)], Norm.L2), 1.0))
                 paired |= {i, j}
     total += sum(v.lip ** 2 for k, (_, v) in enumerate(vars_) if k not in paired)
     errs += [(v.err, 1.0) for k, (_, v) in enumerate(vars_) if k not in paired]
-    return Var(math.sqrt(total), Err.combine(errs, "l2"))
+    return Var(math.sqrt(total), Err.combine(errs, Norm.L2))
 
 
 def _two_sided(a: Analyser, ni: object, vi: Var, nj: object, vj: Var) -> bool:
