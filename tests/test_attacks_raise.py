@@ -29,7 +29,7 @@ def false_claim(tmp_path_factory):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"attacks": ["nope"]}, "unknown attack 'nope'; valid attacks are"),
-    ({"attacks": ["cw"], "norm": "linf"}, "does not support --norm linf"),
+    ({"attacks": ["cw"], "norm": "linf"}, "does not support norm linf"),
     ({"attacks": ["pgd", "pgd"]}, "lists an attack twice"),
     ({"attacks": []}, "at least one attack"),
     ({"steps": (0,)}, "--steps expects"),
