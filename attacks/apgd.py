@@ -35,8 +35,9 @@ from certify.defaults import (
     DEFAULT_RESTARTS,
 )
 from certify.errors import BadInputError
+from certify.threat import Norm
 
-from .base import Bounds, FixedEpsilonAttack, clip, input_gradient, predict, project
+from .base import Bounds, FixedEpsilonAttack, clip, input_gradient, predict
 from .pgd import attack_loss, random_start
 
 
@@ -56,12 +57,6 @@ def targeted_dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) ->
     scale = top[:, 0] - 0.5 * (top[:, min(2, k - 1)] + top[:, min(3, k - 1)]) + 1e-12
     z_y, z_t = logits.gather(1, y.view(-1, 1)).squeeze(1), logits.gather(1, target.view(-1, 1)).squeeze(1)
     return (z_t - z_y) / scale
-
-
-def _direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return grad.sign()
-    return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
 
 
 def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -137,7 +132,7 @@ class APGD(FixedEpsilonAttack):
 
     # ------------------------------------------------------------------ driver
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: torch.Tensor,
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, eps: torch.Tensor,
             bounds: Bounds, generator: torch.Generator) -> torch.Tensor:
         best = x.clone()
         todo = torch.arange(x.shape[0], device=x.device)
@@ -182,7 +177,7 @@ class APGD(FixedEpsilonAttack):
         return losses.detach(), grad, keep
 
     def _descend(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                 eps: torch.Tensor, norm: str, bounds: Bounds, gen: torch.Generator) -> torch.Tensor:
+                 eps: torch.Tensor, norm: Norm, bounds: Bounds, gen: torch.Generator) -> torch.Tensor:
         """One APGD run; returns, per point, its first adversarial iterate or else its best-loss point."""
         out, idx = x0.clone(), torch.arange(x0.shape[0], device=x0.device)
         xa = clip(x0 + random_start(x0, eps, norm, gen), bounds)
@@ -207,14 +202,14 @@ class APGD(FixedEpsilonAttack):
         out[s.idx] = s.x_best
         return out
 
-    def _step(self, s: _State, norm: str, bounds: Bounds, first: bool) -> torch.Tensor:
+    def _step(self, s: _State, norm: Norm, bounds: Bounds, first: bool) -> torch.Tensor:
         """Gradient step z = P(x + η·dir(∇)), then the momentum step (α = 1 at the first step)."""
-        z = clip(s.x0 + project(s.x + _col(s.eta, s.x) * _direction(s.grad, norm) - s.x0, s.eps, norm), bounds)
+        z = clip(s.x0 + norm.project(s.x + _col(s.eta, s.x) * norm.ascent(s.grad) - s.x0, s.eps), bounds)
         if first:
             return z
         a = self.alpha
         x_new = s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_prev)
-        return clip(s.x0 + project(x_new - s.x0, s.eps, norm), bounds)
+        return clip(s.x0 + norm.project(x_new - s.x0, s.eps), bounds)
 
     def _checkpoint(self, s: _State, period: int) -> None:
         """Halve η where the loss rose too rarely, or where it was not halved and the best did not improve."""

@@ -6,6 +6,10 @@ arguments, ε comes at call time.  The base does the rest:
 * :class:`FixedEpsilonAttack` — ``run`` returns candidate points; the base
   projects them onto the ε-ball around ``x``, clips them to the input bounds
   and checks success (the prediction differs from the label).
+
+The norm is a :class:`certify.threat.Norm`, parsed once where an attack is called
+(``__call__``, :func:`run_batched`); ``run`` gets the Norm and asks it for the
+projection (``norm.project``), the ascent step (``norm.ascent``) and distances.
 * :class:`MinimizationAttack` — ``run`` returns the closest adversarial it
   found (any size); the base clips to bounds, checks success and measures
   the distance (``inf`` where no adversarial was found).
@@ -26,7 +30,7 @@ from torch import nn
 
 from certify.device import certificate_precision
 from certify.errors import BadInputError, RuntimeFailure
-from certify.threat import NORMS
+from certify.threat import Norm
 
 Bounds = tuple[float, float]
 
@@ -40,26 +44,12 @@ class AttackOutcome:
     distance: torch.Tensor  #: float64 ‖x_adv − x‖ in the attack norm; inf where no success
 
 
-# --------------------------------------------------------------------------- norms
+# --------------------------------------------------------------------------- helpers
 
 
-def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-example L2 or ℓ∞ norm, in float64."""
-    flat = delta.detach().flatten(1).to(torch.float64)
-    return flat.norm(dim=1) if norm == "l2" else flat.abs().amax(dim=1)
-
-
-def _per_example(eps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return eps.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-
-def project(delta: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
-    """Project each ``delta`` onto the ``norm`` ball of its radius ``eps``."""
-    e = _per_example(eps, delta)
-    if norm == "linf":
-        return torch.maximum(torch.minimum(delta, e), -e)
-    n = delta.flatten(1).norm(dim=1).view_as(e).clamp_min(1e-12)
-    return delta * torch.clamp(e / n, max=1.0)
+def _distance(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Per-example ‖delta‖ in ``norm``, in float64 (the distance an outcome reports)."""
+    return norm.distance(delta.detach().to(torch.float64))
 
 
 def clip(x: torch.Tensor, bounds: Bounds) -> torch.Tensor:
@@ -72,7 +62,8 @@ def as_eps_tensor(eps: float | torch.Tensor, n: int, device: torch.device) -> to
     if t.dim() == 0:
         t = t.expand(n).clone()
     if t.shape != (n,) or not bool((t > 0).all() and torch.isfinite(t).all()):
-        raise BadInputError(f"eps must be positive and finite, one value or one per example; got shape {tuple(t.shape)}")
+        raise BadInputError(f"eps must be positive and finite, one value or one per example; got shape {tuple(t.shape)}",
+                            param="eps")
     return t
 
 
@@ -105,9 +96,9 @@ class Attack:
     """Base of all attacks: a name, the norms it supports, and its settings."""
 
     name: ClassVar[str] = ""
-    norms: ClassVar[tuple[str, ...]] = NORMS
+    norms: ClassVar[tuple[Norm, ...]] = tuple(Norm)
     minimization: ClassVar[bool] = False
-    #: True when ``--steps`` sets this attack's iterations (iteration scaling).
+    #: True when a run's ``steps`` (iteration scaling) set this attack's iterations.
     scales_with_steps: ClassVar[bool] = False
     #: True when the attack takes ``restarts``.
     has_restarts: ClassVar[bool] = False
@@ -120,27 +111,31 @@ class Attack:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({args})"
 
-    def check_norm(self, norm: str) -> None:
-        if norm not in self.norms:
-            raise BadInputError(f"attack {self.name!r} supports norms {list(self.norms)}, got {norm!r}")
+    def check_norm(self, norm: Norm | str) -> Norm:
+        """The Norm of ``norm`` (a Norm or its name), if this attack supports it."""
+        parsed = Norm.parse(norm)
+        if parsed not in self.norms:
+            raise BadInputError(f"attack {self.name!r} supports norms {[n.value for n in self.norms]}, "
+                                f"got {parsed.value!r}", param="norm")
+        return parsed
 
 
 class FixedEpsilonAttack(Attack):
     """Finds an adversarial inside the ε-ball; subclasses write :meth:`run`."""
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: torch.Tensor,
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, eps: torch.Tensor,
             bounds: Bounds, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm | str,
                  eps: float | torch.Tensor, bounds: Bounds = (0.0, 1.0), seed: int = 0) -> AttackOutcome:
-        self.check_norm(norm)
+        norm = self.check_norm(norm)
         eps_t = as_eps_tensor(eps, x.shape[0], x.device)
         gen = _generator(seed, x.device)
         candidate = self.run(model, x, y, norm=norm, eps=eps_t, bounds=bounds, generator=gen).detach()
-        x_adv = clip(x + project(candidate.to(x.dtype) - x, eps_t, norm), bounds)
+        x_adv = clip(x + norm.project(candidate.to(x.dtype) - x, eps_t), bounds)
         success = checked_predict(model, x_adv) != y
-        dist = torch.minimum(lp_norm(x_adv - x, norm), eps_t)  # the ball is the claim; ignore float dust
+        dist = torch.minimum(_distance(x_adv - x, norm), eps_t)  # the ball is the claim; ignore float dust
         return AttackOutcome(x_adv, success, torch.where(success, dist, torch.full_like(dist, float("inf"))))
 
 
@@ -149,19 +144,19 @@ class MinimizationAttack(Attack):
 
     minimization = True
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, bounds: Bounds,
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, bounds: Bounds,
             generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm | str,
                  eps: float | torch.Tensor | None = None, bounds: Bounds = (0.0, 1.0),
                  seed: int = 0) -> AttackOutcome:
         """``success`` means an adversarial of any size; compare ``distance`` with ε."""
-        self.check_norm(norm)
+        norm = self.check_norm(norm)
         gen = _generator(seed, x.device)
         x_adv = clip(self.run(model, x, y, norm=norm, bounds=bounds, generator=gen).detach().to(x.dtype), bounds)
         success = checked_predict(model, x_adv) != y
-        dist = lp_norm(x_adv - x, norm)
+        dist = _distance(x_adv - x, norm)
         return AttackOutcome(x_adv, success, torch.where(success, dist, torch.full_like(dist, float("inf"))))
 
 
@@ -188,7 +183,7 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
 
 
-def run_batched(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
+def run_batched(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm | str,
                 eps: float | torch.Tensor | None, bounds: Bounds, seed: int, batch_size: int,
                 device: torch.device, key: int = 0,
                 on_batch: Callable[[int], None] | None = None) -> AttackOutcome:
@@ -197,6 +192,7 @@ def run_batched(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tens
     Each batch's seed depends on ``seed``, ``key`` and the batch offset only.
     On out-of-memory the batch is retried at half the size.
     """
+    norm = attack.check_norm(norm)
     n = x.shape[0]
     eps_all = None if eps is None else as_eps_tensor(eps, n, torch.device("cpu"))
     parts: list[AttackOutcome] = []
@@ -222,7 +218,7 @@ def run_batched(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tens
     return _concat(parts, x)
 
 
-def _one_batch(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
+def _one_batch(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: Norm,
                eps_all: torch.Tensor | None, lo: int, hi: int, bounds: Bounds, seed: int,
                device: torch.device) -> AttackOutcome:
     xb, yb = x.to(device), y.to(device)

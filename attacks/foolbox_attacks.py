@@ -21,6 +21,7 @@ from certify.defaults import (
     DEFAULT_PGD_REL_STEPSIZE,
     DEFAULT_RESTARTS,
 )
+from certify.threat import Norm
 
 from .base import Bounds, FixedEpsilonAttack, MinimizationAttack, predict
 
@@ -64,10 +65,10 @@ def _seeded_call(fn: Any, seed_gen: torch.Generator, device: torch.device) -> An
 class _FoolboxFixed(FixedEpsilonAttack):
     """A foolbox fixed-ε attack; one call per distinct ε in the batch."""
 
-    def make(self, norm: str) -> Any:
+    def make(self, norm: Norm) -> Any:
         raise NotImplementedError
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: torch.Tensor,
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, eps: torch.Tensor,
             bounds: Bounds, generator: torch.Generator) -> torch.Tensor:
         out = x.clone()
         fmodel, attack = _fmodel(model, bounds, x.device), self.make(norm)
@@ -96,9 +97,9 @@ class FGSM(_FoolboxFixed):
     def __init__(self, *, random_start: bool = False):
         self.random_start = random_start
 
-    def make(self, norm: str) -> Any:
+    def make(self, norm: Norm) -> Any:
         fb = _fb().attacks
-        cls = fb.LinfFastGradientAttack if norm == "linf" else fb.L2FastGradientAttack
+        cls = fb.LinfFastGradientAttack if norm is Norm.LINF else fb.L2FastGradientAttack
         return cls(random_start=self.random_start)
 
 
@@ -114,19 +115,19 @@ class FoolboxPGD(_FoolboxFixed):
         self.steps, self.rel_stepsize, self.abs_stepsize = int(steps), rel_stepsize, abs_stepsize
         self.random_start, self.restarts = random_start, int(restarts)
 
-    def make(self, norm: str) -> Any:
+    def make(self, norm: Norm) -> Any:
         fb = _fb().attacks
-        cls = fb.LinfPGD if norm == "linf" else fb.L2PGD
+        cls = fb.LinfPGD if norm is Norm.LINF else fb.L2PGD
         rel = self.rel_stepsize if self.rel_stepsize is not None else DEFAULT_PGD_REL_STEPSIZE[norm]
         return cls(steps=self.steps, rel_stepsize=rel, abs_stepsize=self.abs_stepsize,
                    random_start=self.random_start)
 
 
 class _FoolboxMin(MinimizationAttack):
-    def make(self, norm: str) -> Any:
+    def make(self, norm: Norm) -> Any:
         raise NotImplementedError
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, bounds: Bounds,
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, bounds: Bounds,
             generator: torch.Generator) -> torch.Tensor:
         fmodel, attack = _fmodel(model, bounds, x.device), self.make(norm)
         raw, _, _ = _seeded_call(lambda: attack(fmodel, x, y, epsilons=None), generator, x.device)
@@ -141,9 +142,9 @@ class FMN(_FoolboxMin):
     def __init__(self, *, steps: int = DEFAULT_MIN_NORM_STEPS["fmn"]):
         self.steps = int(steps)
 
-    def make(self, norm: str) -> Any:
+    def make(self, norm: Norm) -> Any:
         fb = _fb().attacks
-        return (fb.LInfFMNAttack if norm == "linf" else fb.L2FMNAttack)(steps=self.steps)
+        return (fb.LInfFMNAttack if norm is Norm.LINF else fb.L2FMNAttack)(steps=self.steps)
 
 
 class DeepFool(_FoolboxMin):
@@ -155,13 +156,13 @@ class DeepFool(_FoolboxMin):
                  overshoot: float = 0.02):
         self.steps, self.candidates, self.overshoot = int(steps), candidates, overshoot
 
-    def make(self, norm: str, num_classes: int | None = None) -> Any:
+    def make(self, norm: Norm, num_classes: int | None = None) -> Any:
         fb = _fb().attacks
-        cls = fb.LinfDeepFoolAttack if norm == "linf" else fb.L2DeepFoolAttack
+        cls = fb.LinfDeepFoolAttack if norm is Norm.LINF else fb.L2DeepFoolAttack
         cand = self.candidates if self.candidates is None or num_classes is None else min(self.candidates, num_classes)
         return cls(steps=self.steps, candidates=cand, overshoot=self.overshoot)
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, bounds: Bounds,
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, bounds: Bounds,
             generator: torch.Generator) -> torch.Tensor:
         with torch.no_grad():
             k = int(model(x[:1]).shape[1])  # foolbox needs candidates ≤ classes
@@ -173,7 +174,7 @@ class CarliniWagner(_FoolboxMin):
     """Carlini & Wagner L2 (2017) with a binary search over its trade-off constant."""
 
     name = "cw"
-    norms = ("l2",)
+    norms = (Norm.L2,)
 
     def __init__(self, *, steps: int = DEFAULT_MIN_NORM_STEPS["cw"],
                  binary_search_steps: int = DEFAULT_CW_BINARY_SEARCH_STEPS, stepsize: float = 0.01,
@@ -181,7 +182,7 @@ class CarliniWagner(_FoolboxMin):
         self.steps, self.binary_search_steps, self.stepsize = int(steps), int(binary_search_steps), stepsize
         self.confidence, self.initial_const = confidence, initial_const
 
-    def make(self, norm: str) -> Any:
+    def make(self, norm: Norm) -> Any:
         return _fb().attacks.L2CarliniWagnerAttack(
             binary_search_steps=self.binary_search_steps, steps=self.steps, stepsize=self.stepsize,
             confidence=self.confidence, initial_const=self.initial_const)
@@ -191,13 +192,13 @@ class DDN(_FoolboxMin):
     """Decoupled Direction and Norm (Rony et al. 2019), L2."""
 
     name = "ddn"
-    norms = ("l2",)
+    norms = (Norm.L2,)
 
     def __init__(self, *, steps: int = DEFAULT_MIN_NORM_STEPS["ddn"], init_epsilon: float = 1.0,
                  gamma: float = 0.05):
         self.steps, self.init_epsilon, self.gamma = int(steps), init_epsilon, gamma
 
-    def make(self, norm: str) -> Any:
+    def make(self, norm: Norm) -> Any:
         return _fb().attacks.DDNAttack(steps=self.steps, init_epsilon=self.init_epsilon, gamma=self.gamma)
 
 
@@ -211,12 +212,12 @@ class HopSkipJump(_FoolboxMin):
         self.steps = int(steps)
         self.initial_gradient_eval_steps, self.max_gradient_eval_steps = initial_gradient_eval_steps, max_gradient_eval_steps
 
-    def make(self, norm: str) -> Any:
+    def make(self, norm: Norm) -> Any:
         return _fb().attacks.HopSkipJumpAttack(
             steps=self.steps, initial_gradient_eval_steps=self.initial_gradient_eval_steps,
-            max_gradient_eval_steps=self.max_gradient_eval_steps, constraint="linf" if norm == "linf" else "l2")
+            max_gradient_eval_steps=self.max_gradient_eval_steps, constraint=norm.value)
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, bounds: Bounds,
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, bounds: Bounds,
             generator: torch.Generator) -> torch.Tensor:
         # HopSkipJump needs a starting adversarial; its default init search may fail on some points,
         # which foolbox reports by raising.  Then we return x (no adversarial found).

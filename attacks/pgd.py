@@ -20,8 +20,9 @@ from certify.defaults import (
     DEFAULT_RESTARTS,
 )
 from certify.errors import BadInputError
+from certify.threat import Norm
 
-from .base import Bounds, FixedEpsilonAttack, clip, input_gradient, predict, project
+from .base import Bounds, FixedEpsilonAttack, clip, input_gradient, predict
 from .early_stop import early_stop_for
 
 LOSSES = ("ce", "margin", "dlr")
@@ -40,23 +41,16 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tenso
     return (other - z_y) / scale
 
 
-def random_start(x: torch.Tensor, eps: torch.Tensor, norm: str, gen: torch.Generator) -> torch.Tensor:
+def random_start(x: torch.Tensor, eps: torch.Tensor, norm: Norm, gen: torch.Generator) -> torch.Tensor:
     """Uniform in the ℓ∞ ball, or uniform in the L2 ball (direction × radius·u^(1/d))."""
     e = eps.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
-    if norm == "linf":
+    if Norm.parse(norm) is Norm.LINF:
         return (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * e
     d = x[0].numel()
     g = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view_as(e)
     u = torch.rand(x.shape[0], generator=gen, device=x.device, dtype=x.dtype).pow(1.0 / d).view_as(e)
     return g * u * e
-
-
-def _ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return grad.sign()
-    n = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return grad / n.view(-1, *([1] * (grad.dim() - 1)))
 
 
 class PGD(FixedEpsilonAttack):
@@ -83,13 +77,13 @@ class PGD(FixedEpsilonAttack):
         self.steps, self.rel_stepsize, self.abs_stepsize = int(steps), rel_stepsize, abs_stepsize
         self.random_start, self.restarts, self.loss, self.early_stop = random_start, int(restarts), loss, early_stop
 
-    def stepsize(self, eps: torch.Tensor, norm: str) -> torch.Tensor:
+    def stepsize(self, eps: torch.Tensor, norm: Norm) -> torch.Tensor:
         if self.abs_stepsize is not None:
             return torch.full_like(eps, float(self.abs_stepsize))
         rel = self.rel_stepsize if self.rel_stepsize is not None else DEFAULT_PGD_REL_STEPSIZE[norm]
         return eps * rel
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: torch.Tensor,
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, eps: torch.Tensor,
             bounds: Bounds, generator: torch.Generator) -> torch.Tensor:
         best = x.clone()
         todo = torch.arange(x.shape[0], device=x.device)
@@ -104,7 +98,7 @@ class PGD(FixedEpsilonAttack):
                     break
         return best
 
-    def _descend(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, norm: str,
+    def _descend(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, norm: Norm,
                  bounds: Bounds, gen: torch.Generator, start: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """One PGD run, random start in the ball of radius ``start``·ε.
         Returns the iterates and which points stopped early as adversarial."""
@@ -150,12 +144,12 @@ class PGD(FixedEpsilonAttack):
                 if done is not None and first is not None:
                     done, first = done[keep], first[keep]
             if uniform is not None:  # one ε for the whole batch: scalar kernels, no broadcasting
-                step = _ascent_direction(grad, norm).mul_(uniform[1])
+                step = norm.ascent(grad).mul_(uniform[1])
                 delta = (xa + step - xs)
-                delta = delta.clamp_(-uniform[0], uniform[0]) if norm == "linf" else project(delta, es, norm)
+                delta = delta.clamp_(-uniform[0], uniform[0]) if norm is Norm.LINF else norm.project(delta, es)
             else:
-                step = _ascent_direction(grad, norm) * alpha.to(xa.dtype).view(-1, *([1] * (xa.dim() - 1)))
-                delta = project(xa + step - xs, es, norm)
+                step = norm.ascent(grad) * alpha.to(xa.dtype).view(-1, *([1] * (xa.dim() - 1)))
+                delta = norm.project(xa + step - xs, es)
             xa = (xs + delta).clamp_(bounds[0], bounds[1])
         if done is not None and first is not None:
             out[idx] = torch.where(done.view(-1, *([1] * (xa.dim() - 1))), first, xa.detach())
@@ -167,12 +161,12 @@ class PGD(FixedEpsilonAttack):
 
 class L2PGD(PGD):
     name = "l2-pgd"
-    norms = ("l2",)
+    norms = (Norm.L2,)
 
 
 class LinfPGD(PGD):
     name = "linf-pgd"
-    norms = ("linf",)
+    norms = (Norm.LINF,)
 
 
 class MarginPGD(PGD):

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from certify.errors import BadInputError
+from certify.threat import Norm
 
-from .base import Attack
 from .apgd import APGD, APGDDLR, APGDT
+from .base import Attack
 from .foolbox_attacks import DDN, FGSM, FMN, CarliniWagner, DeepFool, FoolboxPGD, HopSkipJump
-from .pgd import PGD, L2PGD, LinfPGD, MarginPGD
+from .pgd import L2PGD, PGD, LinfPGD, MarginPGD
 
 #: name → attack class.  ``pgd``, ``pgd-margin``, ``apgd-ce``, ``apgd-dlr``, ``apgd-t``, ``fgsm``, ``fb-pgd``, ``fmn`` and
 #: ``deepfool`` take the norm at call time; the others support the norms in their ``norms``.
@@ -20,15 +21,17 @@ ATTACKS: dict[str, type[Attack]] = {
 }
 
 
-def attack_class(name: str, norm: str) -> type[Attack]:
+def attack_class(name: str, norm: Norm | str) -> type[Attack]:
     """Look up ``name``; raise a helpful error for unknown names or unsupported norms."""
+    norm = Norm.parse(norm)
     key = name.strip().lower()
     if key not in ATTACKS:
         raise BadInputError(f"unknown attack {name!r}; valid attacks are {', '.join(sorted(ATTACKS))}")
     cls = ATTACKS[key]
     if norm not in cls.norms:
         supported = sorted(n for n, c in ATTACKS.items() if norm in c.norms)
-        raise BadInputError(f"attack {key!r} does not support --norm {norm}; for {norm} use one of {', '.join(supported)}")
+        raise BadInputError(f"attack {key!r} does not support norm {norm}; for {norm} use one of {', '.join(supported)}",
+                            param="norm")
     return cls
 
 

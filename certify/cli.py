@@ -429,7 +429,7 @@ def lipschitz(model: str, arch: str | None, arch_kwargs: str | None, trust_check
               json_path: str | None, quiet: bool) -> None:
     """Guaranteed Lipschitz bounds per layer, and empirical estimates: lipcert lipschitz model.pt2 --data demo"""
     from .device import resolve_device, seed_everything
-    from .estimates import empirical_estimates
+    from .lipschitz.estimates import empirical_estimates
     from .lipschitz import analyse
     from .reporting.tables import empirical_table, lipschitz_table
     from .results import lipschitz_json
@@ -471,7 +471,7 @@ def data_lipschitz_cmd(data_source: str, split: str, data_root: str | None, limi
     """Lip₂,∞ of a dataset ([WCAT] App. C): lipcert data-lipschitz fashion-mnist"""
     from .data import load_dataset
     from .device import resolve_device
-    from .estimates import data_lipschitz
+    from .lipschitz.estimates import data_lipschitz
     from .reporting.tables import data_lipschitz_table
     from .results import data_lipschitz_json
 

@@ -7,10 +7,10 @@ import torch
 
 from attacks import run_batched
 from attacks.apgd import APGD, APGDDLR, APGDT, checkpoints, targeted_dlr
-from attacks.base import lp_norm
 from attacks.pgd import PGD
 from certify.data import load_dataset
 from certify.margins import logit_stats
+from certify.threat import Norm
 from .helpers_attacks import fit, lipschitz_mlp
 
 CPU = torch.device("cpu")
@@ -51,7 +51,7 @@ def test_outputs_in_bounds_in_ball_and_float(trained, demo, cls, norm, eps):
                       batch_size=25, device=CPU)
     assert out.x_adv.dtype == torch.float32 and out.x_adv.shape == x.shape
     assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
-    assert bool((lp_norm(out.x_adv - x, norm) <= eps * (1 + 1e-5)).all())
+    assert bool((Norm.parse(norm).distance((out.x_adv - x).double()) <= eps * (1 + 1e-5)).all())
     assert bool(out.success.any())
     with torch.no_grad():
         assert torch.equal(out.success, trained(out.x_adv).argmax(1) != y)

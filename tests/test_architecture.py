@@ -19,9 +19,7 @@ MAX_LINES = 500
 #: listed module may shrink (lower its number here when it does) but not grow, and
 #: no other module may cross the limit.  Remove an entry once it is under the limit.
 OVER_LIMIT = {
-    "attacks/evaluate.py": 653,
     "certify/cli.py": 910,  # split into certify/cli/ next
-    "certify/lipschitz/operator_norms.py": 585,
 }
 
 

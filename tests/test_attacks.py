@@ -9,15 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attacks import ATTACKS, evaluate, run_batched
-from attacks.base import lp_norm, project
 from attacks.foolbox_attacks import FoolboxPGD
 from attacks.pgd import PGD
 from certify.checkpoints import LipschitzClaim
 from certify.data import Dataset, load_dataset
+from certify.threat import Norm
 from .helpers_attacks import FMNIST_DIR, blob_data, fit, lipschitz_mlp, loaded
 
 SHAPE = (1, 4, 4)
-CASES = [(name, norm) for name, cls in ATTACKS.items() for norm in cls.norms]
+CASES = [(name, norm.value) for name, cls in ATTACKS.items() for norm in cls.norms]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_outcome_is_float_in_bounds_and_in_ball(lip_model, name, norm):
                       batch_size=5, device=torch.device("cpu"))
     assert out.x_adv.dtype == torch.float32 and out.x_adv.shape == data.x.shape
     assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
-    measured = lp_norm(out.x_adv - data.x, norm)
+    measured = Norm.parse(norm).distance((out.x_adv - data.x).double())
     found = out.success
     assert torch.allclose(out.distance[found], measured[found], atol=1e-5) or not cls.minimization
     if not cls.minimization:
@@ -197,11 +197,11 @@ def test_probability_outputs_and_gradient_flags(tmp_path):
     assert "zero-gradients" in {f.id for f in report.flags}
 
 
-@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("norm", list(Norm), ids=str)
 def test_projection_lands_in_ball(norm):
     delta = torch.randn(6, 1, 4, 4) * 3
     eps = torch.tensor([0.1, 0.5, 1.0, 2.0, 3.0, 10.0])
-    n = lp_norm(project(delta, eps, norm), norm)
+    n = norm.distance(norm.project(delta, eps).double())
     assert bool((n <= eps.double() * (1 + 1e-6)).all())
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks import ATTACKS, evaluate
+from attacks import ATTACKS, attack_class, evaluate
 from attacks.pgd import PGD
 from certify.checkpoints import LipschitzClaim
 from certify.errors import BadInputError, CertificateViolation
+from certify.threat import Norm
 from .helpers_attacks import blob_data, lipschitz_mlp, loaded
 
 SHAPE = (1, 4, 4)
@@ -29,7 +30,7 @@ def false_claim(tmp_path_factory):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"attacks": ["nope"]}, "unknown attack 'nope'; valid attacks are"),
-    ({"attacks": ["cw"], "norm": "linf"}, "does not support --norm linf"),
+    ({"attacks": ["cw"], "norm": "linf"}, "does not support norm linf"),
     ({"attacks": ["pgd", "pgd"]}, "lists an attack twice"),
     ({"attacks": []}, "at least one attack"),
     ({"steps": (0,)}, "^steps expects"),
@@ -67,6 +68,17 @@ def test_assumed_false_lipschitz_claim_is_a_hard_error(false_claim):
     report = info.value.report
     assert report.violations and all(v.distance < v.radius for v in report.violations)
     assert info.value.exit_code == 3
+
+
+def test_norms_are_parsed_once_into_norm_objects():
+    assert all(isinstance(n, Norm) for cls in ATTACKS.values() for n in cls.norms)
+    assert PGD().check_norm("L2") is Norm.L2
+    with pytest.raises(BadInputError, match=r"attack 'cw' supports norms \['l2'\], got 'linf'") as info:
+        ATTACKS["cw"]().check_norm(Norm.LINF)
+    assert info.value.param == "norm"
+    with pytest.raises(BadInputError, match="attack 'ddn' does not support norm linf; for linf use one of") as info:
+        attack_class("ddn", "linf")
+    assert info.value.param == "norm"  # the CLI says --norm
 
 
 def test_attack_rejects_bad_settings():

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from certify.cli import main
 from certify.data import Dataset
-from certify.estimates import data_lipschitz, empirical_estimates
+from certify.lipschitz.estimates import data_lipschitz, empirical_estimates
 from certify.lipschitz import analyse
 from tests.helpers_lipschitz import loaded, small_cnn
 
@@ -76,3 +76,11 @@ def test_fashion_mnist_train_data_lipschitz_matches_wcat() -> None:
 
     res = data_lipschitz(load_dataset("fashion-mnist", split="train"))
     assert abs(res.lip_2_inf - 0.626) <= 0.001
+
+
+def test_old_import_path_is_an_alias() -> None:
+    import certify.estimates as old
+    import certify.lipschitz.estimates as new
+
+    for name in ("empirical_estimates", "data_lipschitz", "EmpiricalEstimates", "DataLipschitz", "Peak", "local_search"):
+        assert getattr(old, name) is getattr(new, name)

@@ -14,7 +14,9 @@ from torch import nn
 
 from certify import operator_norms as on
 from certify.cli import main
+from certify.errors import BadInputError
 from certify.lipschitz import analyse
+from certify.threat import Norm
 from tests.helpers_lipschitz import LinfDist, loaded, npz_data, orthogonal_mlp, saved, small_cnn
 
 
@@ -113,6 +115,10 @@ def test_linf_dist_net_has_linf_bound_exactly_one(tmp_path) -> None:
     model = saved(LinfDist(16, (8, 8, 3)), (1, 4, 4), tmp_path / "linf.pt2")
     rep = analyse(model, norm="linf")
     assert rep.verified and rep.global_bound == 1.0
+    assert rep.norm is Norm.LINF and analyse(model, norm=Norm.LINF) == rep  # the name or the Norm
+    with pytest.raises(BadInputError, match="norm must be one of l2, linf; got 'l1'") as info:
+        analyse(model, norm="l1")
+    assert info.value.param == "norm"
     from certify.certificates import plan_certificate
 
     plan = plan_certificate(model, norm="linf", certificate="linf-dist", input_dim=16)

@@ -181,6 +181,8 @@ def test_train_config_rejects_unknown_keys() -> None:
         TrainConfig.from_dict({"family": "baseline", "arch": "baseline_cnn", "epoch": 3})
     with pytest.raises(BadInputError, match="missing keys"):
         TrainConfig.from_dict({"family": "baseline"})
+    with pytest.raises(BadInputError, match="adv_norm must be one of l2, linf; got 'l1'"):
+        TrainConfig.from_dict({"family": "baseline", "arch": "baseline_cnn", "adv_norm": "l1"})
 
 
 def _train_script():  # type: ignore[no-untyped-def]

@@ -10,7 +10,8 @@ The certificate plan built on these bounds lives in :mod:`certify.certificates.p
 
 from __future__ import annotations
 
-from .analysis import NORMS, analyse
+from ..threat import NORMS
+from .analysis import analyse
 from .graph import example_shape
 from .registry import RULES
 from .report import LayerBound, LipschitzReport

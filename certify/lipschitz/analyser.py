@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ..threat import Norm
 from . import rounding
 from .fperror import INF, ZERO, Err, Key
 from .registry import RULES, Bound, NoRule, bind, op_key, short_name
@@ -88,7 +89,7 @@ class LayerRecord:
 
 @dataclass
 class Analyser:
-    norm: str
+    norm: Norm
     radius: float  #: sup over the input box of ‖x − centre‖ in ``norm``
     batch: int = ANALYSIS_BATCH
     env: dict[Any, Any] = field(default_factory=dict)
@@ -97,6 +98,9 @@ class Analyser:
     unverifiable: list[str] = field(default_factory=list)
     #: ``progress(done, total)`` over the graph's nodes (see :data:`certify.data.ProgressFn`)
     progress: Any = None
+
+    def __post_init__(self) -> None:
+        self.norm = Norm.parse(self.norm)  # the rules ask the Norm object; a name would fail them
 
     # ------------------------------------------------------------------ main loop
 
@@ -209,7 +213,7 @@ class Analyser:
     def const_norm(self, t: Any, like: torch.Tensor) -> float:
         """Norm of a constant broadcast to one example of ``like``'s shape (biases, means)."""
         if not isinstance(t, torch.Tensor):
-            return abs(float(t)) * (math.sqrt(like[0].numel()) if self.norm == "l2" else 1.0)
+            return abs(float(t)) * self.norm.ones(like[0].numel())
         full = torch.broadcast_to(t.detach(), like.shape) if t.dim() else t.detach().expand(like.shape)
         return self.norm_of(full)
 
@@ -223,7 +227,7 @@ class Analyser:
     def expansion(self, raw: Any, out: torch.Tensor) -> float:
         """Copy factor when ``raw`` is broadcast to ``out``'s shape: √k in L2, 1 in ℓ∞."""
         k = out.numel() / max(self.env[raw].numel(), 1)
-        return math.sqrt(k) if self.norm == "l2" and k > 1 else 1.0
+        return self.norm.ones(k) if k > 1 else 1.0
 
     def record(self, node: Any, factor: float, estimate: float | None = None, method: str | None = None,
                reused: bool = False) -> None:
@@ -254,13 +258,14 @@ class Analyser:
 
     # building outputs -----------------------------------------------------------
 
-    def combine(self, terms: list[tuple[Var, float]], mode: str) -> tuple[float, Err]:
-        """(lip, err) of several input-dependent terms with factors: ``sum``, ``l2`` or ``max``."""
+    def combine(self, terms: list[tuple[Var, float]], mode: Norm | str) -> tuple[float, Err]:
+        """(lip, err) of several input-dependent terms with factors, added up (``"sum"``) or combined in
+        a norm (``Norm.L2``: √Σ, ``Norm.LINF``: max); see :meth:`Err.combine`."""
         lips = [v.lip * f for v, f in terms]
         err = Err.combine([(v.err, f) for v, f in terms], mode)
         if mode == "sum":
             return sum(lips), err
-        if mode == "l2":
+        if Norm.parse(mode) is Norm.L2:
             return math.sqrt(sum(x * x for x in lips)), err
         return max(lips), err
 

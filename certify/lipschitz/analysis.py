@@ -17,8 +17,7 @@ import torch
 
 from ..checkpoints import LoadedModel
 from ..data import ProgressFn
-from ..errors import BadInputError
-from ..threat import NORMS
+from ..threat import Norm
 from . import rules  # noqa: F401  (fills the registry)
 from .analyser import Analyser, Var
 from .forward import CertifiedForward, ForwardSet
@@ -32,9 +31,10 @@ _CACHE: OrderedDict[tuple[Any, ...], tuple[LipschitzReport, CertifiedForward | N
 _CACHE_SIZE = 16
 
 
-def analyse(model: LoadedModel, *, norm: str = "l2", input_shape: tuple[int, ...] | None = None,
+def analyse(model: LoadedModel, *, norm: Norm | str = Norm.L2, input_shape: tuple[int, ...] | None = None,
             batch_sizes: Iterable[int] | None = None, progress: ProgressFn | None = None) -> LipschitzReport:
-    """Guaranteed Lipschitz bounds of ``model`` in ``norm`` (L2→L2 or ℓ∞→ℓ∞).
+    """Guaranteed Lipschitz bounds of ``model`` in ``norm`` (L2→L2 or ℓ∞→ℓ∞; a :class:`~certify.threat.Norm`
+    or its name).
 
     ``batch_sizes``: the batch sizes a run will evaluate the model at; graphs that can change with
     the batch size (TorchScript, modules that specialise) are analysed at each, and the worst
@@ -44,12 +44,11 @@ def analyse(model: LoadedModel, *, norm: str = "l2", input_shape: tuple[int, ...
                                 progress=progress)[0]
 
 
-def analyse_with_forward(model: LoadedModel, *, norm: str = "l2", input_shape: tuple[int, ...] | None = None,
+def analyse_with_forward(model: LoadedModel, *, norm: Norm | str = Norm.L2, input_shape: tuple[int, ...] | None = None,
                          batch_sizes: Iterable[int] | None = None, progress: ProgressFn | None = None
                          ) -> tuple[LipschitzReport, ForwardSet | None]:
     """The report and, when verified, the forward pass the certificate runs (:mod:`.forward`)."""
-    if norm not in NORMS:
-        raise BadInputError(f"expected norm l2 or linf, got {norm!r}")
+    norm = Norm.parse(norm)
     shape = example_shape(model, input_shape)
     bounds = tuple(float(b) for b in model.metadata.bounds)
     try:
@@ -72,7 +71,7 @@ def analyse_with_forward(model: LoadedModel, *, norm: str = "l2", input_shape: t
     return report, ForwardSet({(None if g.dynamic else g.batch): f for g, (_, f) in results})
 
 
-def _analyse_graph(ep: Any, source: str, batch: int, dynamic: bool, norm: str, shape: tuple[int, ...],
+def _analyse_graph(ep: Any, source: str, batch: int, dynamic: bool, norm: Norm, shape: tuple[int, ...],
                    bounds: tuple[float, float], progress: ProgressFn | None = None
                    ) -> tuple[LipschitzReport, CertifiedForward | None]:
     analyser = Analyser(norm, box_radius(bounds, shape, norm), batch, progress=progress)
@@ -98,11 +97,11 @@ def _first_output(out_node: Any) -> Any:
     return outs[0] if isinstance(outs, (tuple, list)) else outs
 
 
-def _unverifiable(norm: str, what: str, source: str = "torch.export") -> tuple[LipschitzReport, None]:
+def _unverifiable(norm: Norm, what: str, source: str = "torch.export") -> tuple[LipschitzReport, None]:
     return LipschitzReport(norm, False, (what,), math.inf, (), (), (), source), None
 
 
-def _finish(an: Analyser, out_node: Any, norm: str, source: str, batch: int, sizes: tuple[int, ...]
+def _finish(an: Analyser, out_node: Any, norm: Norm, source: str, batch: int, sizes: tuple[int, ...]
             ) -> LipschitzReport:
     first = _first_output(out_node)
     layers = tuple(LayerBound(r.name, r.op, r.bound, r.estimate, r.method, r.reused) for r in an.layers)
@@ -143,17 +142,17 @@ def _device(an: Analyser) -> torch.device:
     return torch.device("cpu")
 
 
-def _logit_bounds(info: Var, norm: str, k: int) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
+def _logit_bounds(info: Var, norm: Norm, k: int) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
     """Per-logit and pairwise bounds: from the last affine map's rows when known, else the global bound
-    (per-logit ≤ L, pairs ≤ √2·L in L2 and 2·L in ℓ∞)."""
+    (per-logit ≤ L, pairs ≤ κ·L: √2·L in L2 and 2·L in ℓ∞); rows are measured in the dual norm."""
     g = info.lip
-    c = math.sqrt(2.0) if norm == "l2" else 2.0
+    c = norm.kappa
     per = torch.full((k,), g, dtype=torch.float64, device="cpu")
     pair = torch.full((k, k), c * g, dtype=torch.float64, device="cpu")
     if info.affine is not None and info.affine[0].shape[0] == k:
         w, lh = info.affine
         w = w.to("cpu")
-        q = 2 if norm == "l2" else 1
+        q = norm.dual_p
         inflate = 1 + ROUNDING_SLACK
         per = torch.minimum(per, torch.linalg.vector_norm(w, ord=q, dim=1) * lh * inflate)
         diff = torch.linalg.vector_norm(w.unsqueeze(1) - w.unsqueeze(0), ord=q, dim=2) * lh * inflate

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..threat import Norm
 from .fperror import Err, Key, evaluate, row_norms
 
 
@@ -44,7 +45,7 @@ class CertifiedForward:
     #: run 2-D convolutions as one GEMM (:func:`conv2d_gemm`): None → on CUDA only
     gemm_conv: bool | None = None
 
-    def __init__(self, gm: torch.fx.GraphModule, env: dict[Any, Any], user: str, err: Err, norm: str):
+    def __init__(self, gm: torch.fx.GraphModule, env: dict[Any, Any], user: str, err: Err, norm: Norm):
         graph = gm.graph
         self.norm = norm
         self.err = err

@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from ..threat import Norm
+
 _ids = itertools.count()
 
 #: A measured quantity: (fx node, tuple item index or None).
@@ -33,10 +35,10 @@ Key = tuple[Any, Any]
 class Err:
     __slots__ = ("id", "kind", "parts", "const", "rho", "mags")
 
-    def __init__(self, kind: str, parts: tuple[tuple["Err", float], ...] = (), const: float = 0.0,
+    def __init__(self, kind: str | Norm, parts: tuple[tuple["Err", float], ...] = (), const: float = 0.0,
                  rho: float = 0.0, mags: tuple[tuple[Key, float, float, "Err"], ...] = ()):
         self.id = next(_ids)
-        self.kind = kind  #: zero | lin | l2 | max | round
+        self.kind = kind  #: zero | lin | round, or a Norm: the parts combined in it (√Σ in L2, max in ℓ∞)
         self.parts = parts
         self.const = const
         self.rho = rho
@@ -54,10 +56,13 @@ class Err:
         return Err("lin", kept, float(const))
 
     @staticmethod
-    def combine(parts: Iterable[tuple["Err", float]], mode: str) -> "Err":
-        """``sum``, ``l2`` (√Σ of the parts) or ``max`` of scaled parts."""
+    def combine(parts: Iterable[tuple["Err", float]], mode: Norm | str) -> "Err":
+        """Scaled parts added up (``"sum"``), or combined in a norm: ``Norm.L2`` (√Σ of the parts) or
+        ``Norm.LINF`` (their max).  ``"sum"`` stays a string: it is the ℓ1 combination (the triangle
+        inequality), and ℓ1 is no norm of the threat model."""
         if mode == "sum":
             return Err.lin(parts)
+        mode = Norm.parse(mode, param="mode")
         kept = tuple((e, abs(float(f))) for e, f in parts if f != 0.0 and e.kind != "zero")
         if not kept:
             return ZERO
@@ -128,13 +133,13 @@ def evaluate(root: Err, norms: Callable[[Key], torch.Tensor], n: int,
                 pa, pb = values[p.id]
                 a, b = a + f * pa, b + f * pb
             values[e.id] = (a, b)
-        elif e.kind == "l2":
+        elif e.kind is Norm.L2:
             a2, b2 = zero, zero
             for p, f in e.parts:
                 pa, pb = values[p.id]
                 a2, b2 = a2 + (f * pa) ** 2, b2 + (f * pb) ** 2
             values[e.id] = (a2.sqrt(), b2.sqrt())
-        elif e.kind == "max":
+        elif e.kind is Norm.LINF:
             parts = [(f * values[p.id][0], f * values[p.id][1]) for p, f in e.parts]
             values[e.id] = (torch.stack([p[0] for p in parts]).amax(0), torch.stack([p[1] for p in parts]).amax(0))
         else:  # round
@@ -148,13 +153,13 @@ def evaluate(root: Err, norms: Callable[[Key], torch.Tensor], n: int,
     return values[root.id]
 
 
-def row_norms(t: torch.Tensor, norm: str) -> torch.Tensor:
+def row_norms(t: torch.Tensor, norm: Norm) -> torch.Tensor:
     """Per-example norms of a batched tensor, float64, rounded up."""
     rows = t.detach().reshape(t.shape[0], -1)
     if rows.shape[1] == 0:
         return torch.zeros(t.shape[0], dtype=torch.float64, device=t.device)
-    if norm == "l2":
-        out = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64)
-    else:
+    if norm is Norm.LINF:
         out = rows.abs().amax(dim=1).to(torch.float64)
+    else:
+        out = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64)
     return out * (1 + 1e-12)

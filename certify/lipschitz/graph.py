@@ -18,6 +18,7 @@ import torch
 
 from ..checkpoints import LoadedModel, Normalize
 from ..errors import BadInputError
+from ..threat import Norm
 from .analyser import ANALYSIS_BATCH
 
 
@@ -165,10 +166,10 @@ def analysis_inputs(ep: Any, bounds: tuple[float, float], shape: tuple[int, ...]
     return values, user[0].arg.name
 
 
-def box_radius(bounds: tuple[float, float], shape: tuple[int, ...], norm: str) -> float:
+def box_radius(bounds: tuple[float, float], shape: tuple[int, ...], norm: Norm) -> float:
     """sup over the input box of ‖x − centre‖ in ``norm``."""
     half = (bounds[1] - bounds[0]) / 2.0
-    return half * (math.sqrt(math.prod(shape)) if norm == "l2" else 1.0)
+    return half * norm.ones(math.prod(shape))
 
 
 def content_hash(ep: Any) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..threat import Norm
+
 
 @dataclass(frozen=True)
 class LayerBound:
@@ -21,7 +23,7 @@ class LayerBound:
 
 @dataclass(frozen=True)
 class LipschitzReport:
-    norm: str
+    norm: Norm
     verified: bool
     unverifiable_ops: tuple[str, ...]  #: ``op (node name)`` for each op without a rule
     global_bound: float  #: inf when unverifiable

@@ -30,6 +30,8 @@ import math
 
 import torch
 
+from ..threat import Norm
+
 #: ulps (relative to |out| + |in|) allowed per library function evaluation.
 TRANSCENDENTAL_ULPS = 16.0
 
@@ -50,12 +52,12 @@ def gamma(n: int, u: float) -> float:
     return nu / (1.0 - nu) if nu < 1.0 else math.inf
 
 
-def vector_norm(t: torch.Tensor, norm: str) -> float:
+def vector_norm(t: torch.Tensor, norm: Norm) -> float:
     """‖t‖ in ``norm``, computed in float64 and rounded up: the float64 sum of n squares errs by
     ≤ γₙ₊₁ relative (and the root halves it), the maximum is exact."""
     flat = t.detach().reshape(-1).to(torch.float64)
     if flat.numel() == 0:
         return 0.0
-    if norm != "l2":
+    if norm is Norm.LINF:
         return float(flat.abs().max())
     return float(flat.norm()) * (1 + gamma(flat.numel() + 2, 2.0 ** -53)) * (1 + 2.0 ** -52)

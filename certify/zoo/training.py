@@ -22,10 +22,10 @@ from torch import nn
 
 from ..data import Dataset, ProgressFn
 from ..errors import BadInputError
+from ..threat import Norm
 from .layers import set_linf_p
 from .losses import L2NNNLoss, hinge_loss
 from .models import get_family
-
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class TrainConfig:
             kw["betas"] = tuple(kw["betas"])
         cfg = cls(**kw)
         get_family(cfg.family).build(cfg.arch, **dict(cfg.arch_kwargs))  # validates early
+        Norm.parse(cfg.adv_norm, param="adv_norm")
         return cfg
 
 
@@ -102,10 +103,11 @@ class EpochResult:
 # --------------------------------------------------------------------------- PGD (training only)
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int,
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm | str, eps: float, steps: int,
         step_size: float | None = None, bounds: tuple[float, float] = (0.0, 1.0),
         random_start: bool = True) -> torch.Tensor:
     """Tiny PGD maximising cross-entropy in an ℓ∞ or L2 ball (Madry et al.)."""
+    norm = Norm.parse(norm)
     step = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
     delta = _random_start(x, norm, eps) if random_start else torch.zeros_like(x)
     for _ in range(steps):
@@ -113,28 +115,22 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
         loss = F.cross_entropy(model((x + delta).clamp(*bounds)), y)
         (g,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
-            delta = _project(delta + step * _direction(g, norm), norm, eps)
+            delta = _project(delta + step * norm.ascent(g), norm, eps)
             delta = (x + delta).clamp(*bounds) - x
     return (x + delta).clamp(*bounds).detach()
 
 
-def _direction(g: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return g.sign()
-    n = g.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return g / n.view(-1, *([1] * (g.dim() - 1)))
-
-
-def _project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
-    if norm == "linf":
+def _project(delta: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:
+    """Onto the ball of radius ``eps`` (a float: :meth:`Norm.project` takes one radius per example)."""
+    if norm is Norm.LINF:
         return delta.clamp(-eps, eps)
     n = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
     factor = torch.clamp(eps / n, max=1.0)
     return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
 
 
-def _random_start(x: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
-    if norm == "linf":
+def _random_start(x: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:
+    if norm is Norm.LINF:
         return torch.empty_like(x).uniform_(-eps, eps)
     d = torch.randn_like(x)
     return _project(d / d.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1))) * eps * torch.rand(

@@ -34,7 +34,7 @@ from torch import nn
 
 from certify.data import load_dataset
 from certify.device import resolve_device
-from certify.estimates import data_lipschitz, empirical_estimates
+from certify.lipschitz.estimates import data_lipschitz, empirical_estimates
 
 PAPER = {"fashion-mnist": 0.626, "mnist": 0.417}
 

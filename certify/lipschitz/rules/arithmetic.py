@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from ...threat import Norm
 from ..analyser import Analyser, Tag, Var
 from ..fperror import ZERO, Err
 from ..registry import VAR, Bound, NoRule, finite, rule
@@ -239,6 +240,6 @@ def _sqrt(a: Analyser, b: Bound, v: Var) -> Var:
     lip = math.sqrt(v.q)
     a.record(b.node, lip)
     rel = v.qrel / 2.0 + a.unit(b.out)
-    err = Err.combine([(e, math.sqrt(m)) for e, m in v.qerr], "l2")
+    err = Err.combine([(e, math.sqrt(m)) for e, m in v.qerr], Norm.L2)
     rounding = Err.rounding(rel / max(1.0 - 2.0 * rel, 0.5), [(a.out_key(b), 1.0, lip, err)])
     return Var(lip, err + rounding)

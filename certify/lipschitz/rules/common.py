@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import torch
 
+from ...threat import Norm
 from ..analyser import Analyser, Var
 from ..registry import Bound, NoRule
 from ..rounding import gamma
@@ -48,7 +49,7 @@ def copy_factor(a: Analyser, k: float) -> float:
     """Each input entry copied at most k times: √k in L2, 1 in ℓ∞ (0 when nothing is copied)."""
     if k <= 0:
         return 0.0
-    return math.sqrt(k) if a.norm == "l2" else 1.0
+    return a.norm.ones(k)
 
 
 def nonneg_map(fn: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor) -> tuple[float, float]:
@@ -74,11 +75,12 @@ def nonneg_linear(a: Analyser, b: Bound, fn: Callable[[torch.Tensor], torch.Tens
     v = a.only(b, _main(b), kinds=("var", "sq"))
     row, col = nonneg_map(fn, a.env[b.raw[_main(b)]])
     u = a.unit(b.out)
+    l2 = a.norm is Norm.L2
     if v.kind == "sq":
-        mult = col if a.norm == "l2" else row
+        mult = col if l2 else row
         return Var(0.0, kind="sq", q=v.q * mult, qerr=tuple((e, m * mult) for e, m in v.qerr),
                    qrel=v.qrel + (0.0 if exact else gamma(terms + 1, u)))
-    factor = math.sqrt(row * col) if a.norm == "l2" else row
+    factor = math.sqrt(row * col) if l2 else row
     a.record(b.node, factor)
     lip, err = v.lip * factor, v.err * factor
     if not exact:

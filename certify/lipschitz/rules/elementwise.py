@@ -172,7 +172,7 @@ def softplus(a: Analyser, b: Bound) -> Var:
     beta, t = float(b["beta"]), float(b["threshold"])
     jump = math.log1p(math.exp(-t)) / beta if t > -700 else -t / beta
     n = b.out[0].numel() if b.out.dim() else 1
-    jump_norm = jump * (math.sqrt(n) if a.norm == "l2" else 1.0)
+    jump_norm = jump * a.norm.ones(n)
     return Var(v.lip, v.err + Err.constant(jump_norm) + a.transcendental(b, v, v.lip, v.err))
 
 
@@ -221,7 +221,7 @@ def _select(a: Analyser, b: Bound, names: tuple[str, ...]) -> Var:
         if v.kind != "var":
             raise NoRule(f"argument {name} is not a plain tensor of the input")
         terms.append((v, a.expansion(raw, b.out)))
-    lip, err = a.combine(terms, "l2" if a.norm == "l2" else "max")
+    lip, err = a.combine(terms, a.norm)
     return Var(lip, err)
 
 

@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ...threat import Norm
 from .. import cache
 from .. import operator_norms as on
 from ..analyser import Analyser, Var
@@ -30,7 +31,7 @@ def _weight(a: Analyser, raw: object, name: str, dims: int = 2) -> torch.Tensor:
 
 
 def _matrix_factor(a: Analyser, node: object, m: torch.Tensor) -> float:
-    if a.norm == "linf":
+    if a.norm is Norm.LINF:
         bound = on.linf_matrix_norm(m)
         a.record(node, bound, bound)
         return bound
@@ -42,7 +43,7 @@ def _matrix_factor(a: Analyser, node: object, m: torch.Tensor) -> float:
 def _abs_norm(a: Analyser, m: torch.Tensor) -> float:
     """‖|M|‖: max row sum in ℓ∞; in L2 the guaranteed σ_max of |M| (Gram iteration)."""
     w = m.detach().double().abs()
-    if a.norm == "linf":
+    if a.norm is Norm.LINF:
         return float(w.sum(dim=1).max()) if w.numel() else 0.0
     return on.gram_bound(w)
 
@@ -153,7 +154,7 @@ def conv(a: Analyser, b: Bound) -> Var:
         raise NoRule("argument output_padding: must be 0")
     x = a.env[b.raw["input"]]
     spec = _conv_spec(weight, b["stride"], b["padding"], b["dilation"], int(b["groups"]), x)
-    if a.norm == "linf":
+    if a.norm is Norm.LINF:
         bound = on.conv_linf_bound(spec)
         a.record(b.node, bound, bound)
     else:
@@ -187,7 +188,7 @@ def _conv_abs_norm(a: Analyser, spec: on.ConvSpec) -> float:
 
     like = torch.empty((1,) + spec.in_shape, dtype=torch.float64, device=k.device)
     row, col = nonneg_map(fn, like)
-    return row if a.norm == "linf" else math.sqrt(row * col)
+    return row if a.norm is Norm.LINF else math.sqrt(row * col)
 
 
 def _conv_spec(weight: torch.Tensor, stride, padding, dilation, groups: int, x: torch.Tensor) -> on.ConvSpec:  # type: ignore[no-untyped-def]

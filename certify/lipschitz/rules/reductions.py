@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from ...threat import Norm
 from ..analyser import Analyser, Var
 from ..fperror import Err
 from ..registry import CONST, NO_EFFECT, VAR, Bound, NoRule, rule
@@ -70,7 +71,7 @@ def _order(value: object) -> None:
 
 def _norm_factor(a: Analyser, p: float, m: float) -> float:
     """‖·‖_p over m entries, as a map from the analysis norm."""
-    if a.norm == "linf":
+    if a.norm is Norm.LINF:
         return 1.0 if math.isinf(p) else m ** (1.0 / p)
     return 1.0 if p >= 2 else m ** (1.0 / p - 0.5)
 
@@ -123,7 +124,7 @@ def cdist(a: Analyser, b: Bound) -> Var:
     p = float(b["p"])
     x = a.env[b.raw["x1"]]
     d, m = x.shape[-1], b.out.shape[-1]
-    if a.norm == "linf":
+    if a.norm is Norm.LINF:
         factor = 1.0 if math.isinf(p) else d ** (1.0 / p)
     else:
         factor = math.sqrt(m) * (d ** (1.0 / p - 0.5) if p < 2 else 1.0)
@@ -132,12 +133,12 @@ def cdist(a: Analyser, b: Bound) -> Var:
     u = a.unit(b.out)
     w_inf = float(w.detach().abs().max()) if w.numel() else 0.0
     w_2 = float(w.detach().double().norm(dim=1).max()) if w.numel() else 0.0
-    spread = math.sqrt(b.out[0].numel()) if a.norm == "l2" else 1.0  # per-output bound → norm over outputs
+    spread = a.norm.ones(b.out[0].numel())  # per-output bound → norm over outputs
     if math.isinf(p):  # |x_i − w_i| rounds once; max and abs are exact: per output ≤ 2u(‖x‖∞ + max|w|)
         rho, weight, const = 2 * u, 1.0, w_inf
     elif p == 1.0:  # a sum of d rounded terms
-        rho, weight, const = gamma(d + 1, u), (math.sqrt(d) if a.norm == "l2" else d), d * w_inf
+        rho, weight, const = gamma(d + 1, u), a.norm.dual_ones(d), d * w_inf  # ‖x‖₁ ≤ ‖1‖*·‖x‖
     else:  # ‖x‖² + ‖w‖² − 2x·w under the root: √γ·(‖x‖₂ + ‖w‖₂), twice for safety
-        rho, weight, const = 2 * math.sqrt(gamma(d + 3, u)), (1.0 if a.norm == "l2" else math.sqrt(d)), w_2
+        rho, weight, const = 2 * math.sqrt(gamma(d + 3, u)), Norm.L2.from_norm(a.norm, d), w_2  # ‖x‖₂ ≤ c‖x‖
     err = err + Err.rounding(rho * spread, [a.mag(b.raw["x1"], v, weight)], const)
     return Var(lip, err)

@@ -8,9 +8,11 @@ order): views that keep the shape, clones, same-dtype or widening casts, eval-mo
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 
+from ...threat import Norm
 from ..analyser import Analyser, Var
 from ..fperror import INF, Err
 from ..registry import CONST, NO_EFFECT, VAR, Bound, NoRule, eq, optional, rule
@@ -284,8 +286,8 @@ def cat(a: Analyser, b: Bound) -> Var:
     vars_ = [(n, v) for n, v in items if v is not None]
     if any(v.kind != "var" for _, v in vars_):
         raise NoRule("a concatenated tensor is not a plain tensor of the input")
-    if a.norm == "linf":
-        err = Err.combine([(v.err, 1.0) for _, v in vars_], "max")
+    if a.norm is Norm.LINF:
+        err = Err.combine([(v.err, 1.0) for _, v in vars_], Norm.LINF)
         return Var(max(v.lip for _, v in vars_), err)
     paired: set[int] = set()
     total = 0.0
@@ -298,11 +300,11 @@ def cat(a: Analyser, b: Bound) -> Var:
                 z = a.info[ti.z]
                 total += (abs(ti.coef) * z.lip) ** 2
                 # the pair is a |c|-Lipschitz function of the computed z, plus each side's own rounding
-                errs.append((z.err * abs(ti.coef) + Err.combine([(ti.extra, 1.0), (tj.extra, 1.0)], "l2"), 1.0))
+                errs.append((z.err * abs(ti.coef) + Err.combine([(ti.extra, 1.0), (tj.extra, 1.0)], Norm.L2), 1.0))
                 paired |= {i, j}
     total += sum(v.lip ** 2 for k, (_, v) in enumerate(vars_) if k not in paired)
     errs += [(v.err, 1.0) for k, (_, v) in enumerate(vars_) if k not in paired]
-    return Var(math.sqrt(total), Err.combine(errs, "l2"))
+    return Var(math.sqrt(total), Err.combine(errs, Norm.L2))
 
 
 def _two_sided(a: Analyser, ni: object, vi: Var, nj: object, vj: Var) -> bool:

@@ -1,0 +1,64 @@
+"""A convolution's guaranteed L2 bound: the smallest of the Fourier bound (:mod:`.fourier`, always),
+[L2NNN]'s kernel bound (when it can win) and the banded Cholesky certificate (:mod:`.cholesky`, small
+inputs where zero padding is more than 1% below circular padding, SciPy present); beside it, a
+power-iteration estimate of the layer itself, warm-started from the Fourier bound's top singular vector.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ...defaults import LIPSCHITZ_CONV_EXACT_MAX_FLOPS
+from .cholesky import conv_cholesky_bound
+from .convolution import ConvSpec, conv_l2nnn_bound, conv_power_estimate_from, effective_kernel
+from .fourier import conv_fourier_bound
+
+
+def conv_l2_bound(spec: ConvSpec, estimate: float) -> float:
+    """The smallest guaranteed L2 bound available (see the module docs)."""
+    return conv_l2(spec, estimate=estimate).bound
+
+
+def _cholesky_flops(spec: ConvSpec) -> float:
+    """About d·band² for the banded certificate (d inputs; the band spans k_eff − 1 rows of the
+    shorter spatial side, times the channels)."""
+    c, h, w = spec.in_shape
+    k1, k2 = effective_kernel(spec)
+    side, ke = (min(h, w), max(k1, k2))
+    band = ((ke - 1) * (side + 1) + 1) * c
+    return float(c * h * w) * band * band
+
+
+class ConvL2:
+    """A convolution's guaranteed L2 bound, the power-iteration estimate of the layer's own norm,
+    and ``hint``: the certified λ of the Fourier bound (a starting point for a later re-check)."""
+
+    def __init__(self, bound: float, estimate: float, hint: float, method: str):
+        self.bound, self.estimate, self.hint, self.method = bound, estimate, hint, method
+
+
+def conv_l2(spec: ConvSpec, hint: float | None = None, estimate: float | None = None) -> ConvL2:
+    """The Fourier bound (always), [L2NNN]'s kernel bound, and, when the Fourier bound is more than
+    1% above the estimate (small inputs, where zero padding differs from circular padding) and the
+    problem is small, the banded Cholesky certificate; the smallest wins.  ``estimate``: a known
+    power-iteration value of the layer (else one is computed, warm-started from the Fourier bound)."""
+    k1, k2 = effective_kernel(spec)
+    if (k1, k2) == (1, 1):
+        # each input entry meets the kernel at most once: ‖layer‖ ≤ ‖W‖ (per group), a 1×1 grid
+        spec = ConvSpec(spec.weight, (1, 1), (0, 0), (1, 1), spec.groups, (spec.in_shape[0], 1, 1))
+    fb = conv_fourier_bound(spec, hint)
+    if estimate is None:
+        estimate = conv_power_estimate_from(spec, fb.start)
+    bound, method = fb.bound, "fourier"
+    k1, k2 = effective_kernel(spec)
+    factor = math.ceil(k1 / spec.stride[0]) * math.ceil(k2 / spec.stride[1])
+    rows = float(spec.weight.flatten(1).norm(dim=1).max()) if spec.weight.numel() else 0.0
+    # [L2NNN] ≥ √factor·(largest row norm of the flattened kernel): skip it when it cannot win
+    l2nnn = conv_l2nnn_bound(spec) if math.sqrt(factor) * rows < bound else math.inf
+    if l2nnn < bound:
+        bound, method = l2nnn, "l2nnn"
+    if bound > estimate * 1.01 and _cholesky_flops(spec) <= LIPSCHITZ_CONV_EXACT_MAX_FLOPS:
+        cert = conv_cholesky_bound(spec, estimate)
+        if cert is not None and cert < bound:
+            bound, method = cert, "cholesky"
+    return ConvL2(bound, estimate, fb.mu, method)
