@@ -206,7 +206,7 @@ def test_library_errors_name_values_not_flags(tmp_path):
     assert err.value.param == "example_input"
     with pytest.raises(UnsafeCheckpointError, match="pass trust_modules os, or give arch os:system") as err:
         resolve_class("os:system", trusted_modules=())
-    assert err.value.param == "trust_modules"  # the CLI's name (--trust-module) and the suite's key
+    assert err.value.param == ("trust_modules", "arch")  # the CLI shows --trust-module and --arch
 
 
 def test_old_module_paths_are_aliases_of_the_new_homes():
