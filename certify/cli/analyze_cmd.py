@@ -11,7 +11,7 @@ from ..defaults import (
     CERTIFICATE_CHOICES,
     DEFAULT_CERTIFICATE,
 )
-from ..threat import NORMS
+from ..threat import NORMS, parse_eps_list
 from .app import main
 from .options import (
     check_lipschitz_constant,
@@ -20,7 +20,6 @@ from .options import (
     load_data_from_options,
     load_model_from_options,
     model_options,
-    parse_eps_allow_zero,
     parse_names,
     run_options,
     set_debug,
@@ -65,7 +64,7 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     from ..device import check_device_spec
 
     check_positive("--batch-size", batch_size)
-    eps_values, steps = parse_eps_allow_zero(eps), int_list("--steps", steps_text)
+    eps_values, steps = parse_eps_list(eps), int_list("--steps", steps_text)
     check_device_spec(device)  # usage errors before the heavy imports below
 
     from ..device import resolve_device, seed_everything

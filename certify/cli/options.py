@@ -129,12 +129,6 @@ def int_list(name: str, values_: Sequence[str] | str) -> tuple[int, ...]:
     return values
 
 
-def parse_eps_allow_zero(values: Sequence[str]) -> tuple[float, ...] | None:
-    from ..threat import parse_eps_list
-
-    return parse_eps_list(values)
-
-
 def parse_names(values: Sequence[str]) -> tuple[str, ...] | None:
     names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
     if not names:

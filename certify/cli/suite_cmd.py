@@ -11,12 +11,11 @@ from ..defaults import (
     PROGRESS_MIN_EXAMPLES,
     SEED_MAX,
 )
-from ..threat import NORMS
+from ..threat import NORMS, parse_eps_list
 from .app import fail, main
 from .options import (
     int_list,
     option_group,
-    parse_eps_allow_zero,
     parse_names,
     set_debug,
 )
@@ -69,7 +68,7 @@ def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_so
 
     check_positive("--batch-size", batch_size)
     check_positive("--limit", limit)
-    overrides = dict(norm=norm, eps=parse_eps_allow_zero(eps), data_source=data_source, data_root=data_root,
+    overrides = dict(norm=norm, eps=parse_eps_list(eps), data_source=data_source, data_root=data_root,
                      split=split, limit=limit, attacks=parse_names(attack_names),
                      steps=int_list("--steps", steps_text) if steps_text else None,
                      batch_size=batch_size, device=device, seed=seed, json_path=json_path, pdf_path=pdf_path,
