@@ -45,7 +45,8 @@ def resume_state(results: dict[str, Any]) -> AttackResume:
         raise BadInputError("resume: the JSON has no per_example records with 'robust' to resume from "
                             "(write it as JSON from an interrupted run)", param="resume")
     if not isinstance(results.get("settings"), dict):
-        raise BadInputError("resume: the JSON has no 'settings' block (written by an older lipcert?); rerun", param="resume")
+        raise BadInputError("resume: the JSON has no 'settings' block (written by an older lipcert?); rerun",
+                            param="resume")
     try:
         n = int(results["data"]["n"])
         if not 0 <= n <= 10**9:
@@ -65,7 +66,8 @@ def resume_state(results: dict[str, Any]) -> AttackResume:
         raise BadInputError(f"resume: the partial results are incomplete or malformed "
                             f"({type(err).__name__}: {short_repr(str(err), 100)[1:-1]})", param="resume") from err
     if not (len(state.label) == len(dist) == len(state.min_adv_attack) == n):
-        raise BadInputError(f"resume: per_example records do not all have the {n} examples of data.n", param="resume")
+        raise BadInputError(f"resume: per_example records do not all have the {n} examples of data.n",
+                            param="resume")
     return state
 
 

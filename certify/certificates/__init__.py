@@ -23,7 +23,8 @@ from .resume import CertifyResume, certify_settings, check_resume_settings, chec
 from .run import CertifyReport, EpsResult, certify
 
 __all__ = [
-    "CertificatePlan", "CertifyReport", "CertifyResume", "CleanPass", "EpsResult", "Examples", "NoCertificate", "batch_sizes_for",
+    "CertificatePlan", "CertifyReport", "CertifyResume", "CleanPass", "EpsResult", "Examples", "NoCertificate",
+    "batch_sizes_for",
     "certify", "certify_settings", "check_finite_logits", "check_resume_settings", "check_resumed_rows",
     "claim_certificate", "claim_holds", "clean_pass", "concat_examples", "model_num_classes", "parse_eps",
     "parse_number", "plan_certificate", "plan_or_refusal", "relevant_bound", "resolved_certificate", "resume_examples",

@@ -257,7 +257,8 @@ def _rule_plan(model: LoadedModel, norm: Norm, kind: CertificateKind, lipschitz_
     if ok:
         bound, _ = relevant_bound(report, kind.name)
         if lipschitz_constant is None and bound < constant:  # a tighter verified constant: larger, still sound radii
-            return replace(base, lipschitz_constant=float(bound), reason=f"{why}; certifying with the verified L = {bound:.6g}")
+            return replace(base, lipschitz_constant=float(bound),
+                           reason=f"{why}; certifying with the verified L = {bound:.6g}")
         return base
     if not assume_lipschitz:
         raise LipschitzUnverifiedError(

@@ -42,7 +42,8 @@ def check_resume_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> Non
         if old.get(key) != value:
             label = key.replace("_", " ")
             raise BadInputError(f"resume: the partial results have {label} {short_repr(old.get(key), 70)}, "
-                                f"this run has {short_repr(value, 70)}; resume with the same settings or rerun", param="resume")
+                                f"this run has {short_repr(value, 70)}; resume with the same settings or rerun",
+                                param="resume")
 
 
 def check_resumed_rows(old: Examples, new: Examples) -> None:
@@ -54,7 +55,8 @@ def check_resumed_rows(old: Examples, new: Examples) -> None:
         if bad.size:
             i = int(bad[0])
             raise BadInputError(f"resume: row {i} of the partial results has {name} {int(a[i])}, but this model "
-                                f"and data give {int(b[i])}; the partial is from another run or was edited", param="resume")
+                                f"and data give {int(b[i])}; the partial is from another run or was edited",
+                                param="resume")
     for name in ("gap", "margin", "radius"):
         a, b = getattr(old, name)[:n], getattr(new, name)[:n]
         same = np.isclose(a, b, rtol=1e-5, atol=1e-6) | ((a == b) & np.isinf(a))
@@ -75,7 +77,8 @@ def resume_examples(results: dict, model: LoadedModel, data: Dataset, norm: str)
                             f"this run has {model.sha256!r}", param="resume")
     settings = results.get("settings")
     if not isinstance(settings, dict):
-        raise BadInputError("resume: the JSON has no 'settings' block (written by an older lipcert?); rerun", param="resume")
+        raise BadInputError("resume: the JSON has no 'settings' block (written by an older lipcert?); rerun",
+                            param="resume")
     pe = results.get("per_example")
     if not isinstance(pe, dict):
         raise BadInputError("resume: the JSON has no per_example records to resume from", param="resume")
@@ -89,7 +92,8 @@ def _read_rows(pe: dict, total: int) -> Examples:
     for k in ("index", "label", "prediction", "gap", "margin", "radius"):
         value = pe.get(k)
         if not isinstance(value, list):
-            raise BadInputError(f"resume: per_example {k!r} must be a list, got {short_repr(value)}", param="resume")
+            raise BadInputError(f"resume: per_example {k!r} must be a list, got {short_repr(value)}",
+                            param="resume")
         try:
             arr = np.array([np.inf if v is None and k == "radius" else v for v in value], dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
@@ -103,12 +107,16 @@ def _read_rows(pe: dict, total: int) -> Examples:
         cols[k] = arr
     lengths = {k: len(v) for k, v in cols.items()}
     if len(set(lengths.values())) != 1:
-        raise BadInputError(f"resume: per_example lists have different lengths {lengths}; the file is damaged", param="resume")
+        raise BadInputError(f"resume: per_example lists have different lengths {lengths}; the file is damaged",
+                            param="resume")
     n = lengths["index"]
     if n > total:
-        raise BadInputError(f"resume: the partial results hold {n} examples but the data has {total}", param="resume")
+        raise BadInputError(f"resume: the partial results hold {n} examples but the data has {total}",
+                            param="resume")
     if not np.array_equal(cols["index"], np.arange(n)):
-        raise BadInputError("resume: per_example 'index' must be 0, 1, 2, … in order; the file was edited", param="resume")
+        raise BadInputError("resume: per_example 'index' must be 0, 1, 2, … in order; the file was edited",
+                            param="resume")
     if (cols["radius"] < 0).any() or np.isnan(cols["radius"]).any():
-        raise BadInputError("resume: per_example 'radius' holds a negative or NaN radius; the file was edited", param="resume")
+        raise BadInputError("resume: per_example 'radius' holds a negative or NaN radius; the file was edited",
+                            param="resume")
     return Examples(**cols)
