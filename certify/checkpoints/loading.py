@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..errors import BadInputError
+from ..errors import BadInputError, short_repr
 from .architecture import Architecture
 from .formats import check_file, detect_format, first_line, sha256_of
 from .metadata import ModelMetadata
@@ -73,6 +73,7 @@ def load_model(
     trusted_modules: tuple[str, ...] = (),
     metadata_overrides: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
+    input_shape: tuple[int, ...] | None = None,
 ) -> LoadedModel:
     """Load a checkpoint safely (formats in :mod:`certify.checkpoints.formats`; docs/security.md).
 
@@ -80,15 +81,24 @@ def load_model(
     :class:`UnsafeCheckpointError` for anything that could run code when
     ``trust_checkpoint`` is False.  An architecture named *inside* the file may
     only come from lipcert's own modules or ``trusted_modules``.
+
+    ``input_shape`` (one example, no batch dimension) is recorded as the model's input shape; for
+    an ONNX model it also says how examples map onto the declared input (reshaped row-major when
+    the element counts agree; :mod:`certify.onnx.convert`).  Without it, an ONNX model takes any
+    example shape with its input's element count.
     """
     p = check_file(path)
+    if input_shape is not None:
+        input_shape = _checked_shape(input_shape)
     module, meta_raw, fmt, exported = read_checkpoint(p, detect_format(p), arch, trust_checkpoint,
-                                                      tuple(trusted_modules))
+                                                      tuple(trusted_modules), input_shape)
     check_finite_weights(module, str(p))
     if arch is not None and arch.metadata:
         meta_raw = {**meta_raw, **dict(arch.metadata)}
     if metadata_overrides:
         meta_raw = {**meta_raw, **dict(metadata_overrides)}
+    if input_shape is not None:
+        meta_raw = {**meta_raw, "input_shape": list(input_shape)}
     metadata = ModelMetadata.from_dict(meta_raw)
     if exported is not None:
         moved = _program_to(exported, device)
@@ -99,6 +109,17 @@ def load_model(
         metadata = dataclasses.replace(metadata, normalization_in_model=True)
     return LoadedModel(module=module, format=fmt, path=str(p), sha256=sha256_of(p),
                        metadata=metadata, exported=exported)
+
+
+def _checked_shape(shape: Any) -> tuple[int, ...]:
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = ()
+    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**20 for d in dims):
+        raise BadInputError(f"input_shape must be positive integers (one example, without the batch dimension), "
+                            f"got {short_repr(shape)}", param="input_shape")
+    return dims
 
 
 def _program_to(ep: Any, device: Any) -> Any:

@@ -42,8 +42,12 @@ class Read(NamedTuple):
 
 
 def read_checkpoint(p: Path, fmt: str, arch: Architecture | None, trust: bool,
-                    trusted_modules: tuple[str, ...]) -> Read:
-    """Read ``p`` in its detected format (``"torch.save"`` becomes ``"state_dict"`` or ``"pickle"``)."""
+                    trusted_modules: tuple[str, ...], input_shape: tuple[int, ...] | None = None) -> Read:
+    """Read ``p`` in its detected format (``"torch.save"`` becomes ``"state_dict"`` or ``"pickle"``).
+
+    ``input_shape`` (one example) lays a dataset's examples onto an ONNX model's declared input
+    (:mod:`certify.onnx.convert`); other formats ignore it here (the caller records it as metadata).
+    """
     file_trust = None if trust else tuple(trusted_modules)
     if fmt == "torch.export":
         return _load_export(p, trust)
@@ -53,7 +57,7 @@ def read_checkpoint(p: Path, fmt: str, arch: Architecture | None, trust: bool,
     if fmt == "safetensors":
         return _load_safetensors(p, arch, file_trust)
     if fmt == "onnx":
-        return Read(_load_onnx(p), {}, fmt)
+        return _load_onnx(p, input_shape)
     if zipfile.is_zipfile(p):
         check_zip_integrity(p)
     return _load_torch_save(p, arch, trust, file_trust)
@@ -208,15 +212,9 @@ def _header_json(text: Any, p: Path) -> Any:
                             f"({err}); name the architecture with arch instead", param="arch") from err
 
 
-def _load_onnx(p: Path) -> nn.Module:
-    try:
-        import onnx
-        from onnx2torch import convert
-    except ImportError as err:
-        raise BadInputError(
-            f"{str(p)!r} looks like ONNX; install the optional extra: pip install 'lipcert[onnx]'"
-        ) from err
-    try:
-        return convert(onnx.load(str(p)))
-    except Exception as err:
-        raise BadInputError(f"cannot convert ONNX model {str(p)!r}: {first_line(err)}") from err
+def _load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> Read:
+    """ONNX through lipcert's own converter (:mod:`certify.onnx`): needs only the ``onnx`` package."""
+    from ..onnx import load_onnx
+
+    meta = {"input_shape": list(input_shape)} if input_shape is not None else {}
+    return Read(load_onnx(p, input_shape), meta, "onnx")
