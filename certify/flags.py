@@ -20,6 +20,12 @@ FLAG_DOCS: dict[str, str] = {
         "outputs are not logit margins, certificates computed from them are meaningless, and "
         "gradient attacks get vanishing gradients. Export the model without its final softmax."
     ),
+    "model-ends-in-softmax": (
+        "Raised when a converted ONNX model's last op is a Softmax (or LogSoftmax). lipcert converts "
+        "it, but margins of probabilities are not logit margins: certificates are computed for the "
+        "probabilities, and the analyser has no Lipschitz rule for softmax, so the model is unverifiable. "
+        "Export the model without its final softmax."
+    ),
     "model-in-training-mode": (
         "Raised when the model, or one of its submodules, is still in training mode after loading. "
         "Dropout and batch statistics make outputs depend on the batch; lipcert calls eval(), so this "
@@ -87,3 +93,11 @@ def check_training_mode(module: "torch.nn.Module") -> list[Flag]:
     if not names:
         return []
     return [Flag("model-in-training-mode", f"{len(names)} submodule(s) in training mode, e.g. {names[0]}")]
+
+
+def check_softmax_ending(module: "torch.nn.Module") -> list[Flag]:
+    """The ``model-ends-in-softmax`` flag for modules that say so (converted ONNX models do)."""
+    if getattr(module, "ends_in_softmax", False) is True:
+        return [Flag("model-ends-in-softmax", "the ONNX model's last op is a softmax: its outputs are "
+                                              "probabilities, not logits")]
+    return []

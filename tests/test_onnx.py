@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from certify.checkpoints import load_model  # noqa: E402
 from certify.errors import BadInputError  # noqa: E402
+from certify.flags import check_softmax_ending  # noqa: E402
 from certify.onnx import load_onnx  # noqa: E402
 from certify.onnx.convert import OnnxModule, PerExample, export_program  # noqa: E402
 
@@ -203,7 +204,8 @@ def test_a_graph_that_mixes_the_batch_runs_per_example(tmp_path: Path) -> None:
 def test_softmax_output_is_converted_and_marked(tmp_path: Path) -> None:
     path = export(nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1)), (4,), tmp_path / "soft.onnx")
     module = load_onnx(path)
-    assert module.ends_in_softmax
+    assert [f.id for f in check_softmax_ending(module)] == ["model-ends-in-softmax"]
+    assert check_softmax_ending(load_onnx(export(mlp(), (1, 28, 28), tmp_path / "mlp.onnx"))) == []
     x = np.random.default_rng(0).random((2, 4), dtype=np.float32)
     np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), ort_outputs(path, x), atol=1e-6)
 

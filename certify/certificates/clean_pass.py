@@ -18,7 +18,7 @@ import torch
 from ..data import Dataset, ProgressFn
 from ..device import is_out_of_memory, smaller_batch
 from ..errors import BadInputError
-from ..flags import Flag, check_outputs, check_training_mode
+from ..flags import Flag, check_outputs, check_softmax_ending, check_training_mode
 from .margins import logit_stats
 
 COLUMNS = ("label", "prediction", "gap", "margin", "radius")
@@ -130,7 +130,7 @@ def model_num_classes(model: Any, data: Dataset, device: torch.device) -> tuple[
         ) from err
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise BadInputError(f"the model must return logits of shape batch×classes, got {getattr(out, 'shape', type(out))}")
-    flags = check_outputs(out, out2)
+    flags = check_outputs(out, out2) + check_softmax_ending(model.module)
     if model.exported is None:  # exported graphs are traced in eval mode
         flags += check_training_mode(model.module)
     return int(out.shape[1]), flags
