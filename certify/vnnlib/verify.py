@@ -1,0 +1,191 @@
+"""Deciding a VNN-LIB property on a model: ``sat``, ``unsat``, ``unknown`` or ``timeout``.
+
+Scoring in VNN-COMP punishes a wrong answer far more than it rewards a right one ([SCIENCE] §7),
+so each answer has one source:
+
+- ``sat`` only with a counterexample that :func:`certify.vnnlib.falsify.recheck` accepted (in the
+  box exactly, unsafe in exact arithmetic on the model's own float32 outputs, and on
+  onnxruntime's for an ONNX model).
+- ``unsat`` only from a sound certificate.  For a robustness property (every unsafe clause is
+  ``Y_j ≥ Y_c`` for some j ≠ c) the ℓ∞ Lipschitz plan of :mod:`certify.certificates` is used:
+  the box lies in the ℓ∞ ball around its centre (the float32 point the network is run on) whose
+  radius is the largest distance from that centre to a face, rounded up; the property is unsat
+  when the centre is classified c and its certified ℓ∞ radius (floating-point allowance
+  included) is strictly larger.  Other output constraints get ``unknown`` until bound propagation
+  is available.
+- ``timeout`` when the time limit passed before an answer; ``unknown`` when neither the attack
+  budget nor the certificate decided it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoints import LoadedModel
+from ..errors import BadInputError, LipschitzUnverifiedError
+from ..threat import Norm
+from .falsify import Checker, Counterexample, SearchBudget, search
+from .parser import Property
+
+RESULTS = ("sat", "unsat", "unknown", "timeout")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """One property's answer, how it was reached and how long it took."""
+
+    result: str  #: sat, unsat, unknown or timeout
+    seconds: float
+    method: str  #: "attack" (sat), "lipschitz-linf" (unsat) or "" (unknown, timeout)
+    reason: str
+    counterexample: Counterexample | None = None
+
+    def vnncomp(self) -> str:
+        """The answer in VNN-COMP's result-file format."""
+        if self.result != "sat" or self.counterexample is None:
+            return self.result + "\n"
+        ce = self.counterexample
+        rows = [f"(X_{i} {v!r})" for i, v in enumerate(ce.x)] + [f"(Y_{j} {v!r})" for j, v in enumerate(ce.y)]
+        return "sat\n(" + "\n ".join(rows) + ")\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        ce = self.counterexample
+        return {"result": self.result, "seconds": self.seconds, "method": self.method, "reason": self.reason,
+                "counterexample": None if ce is None else {"x": list(ce.x), "y": list(ce.y),
+                                                           "checked_by": list(ce.checked_by)}}
+
+
+def verify(model: LoadedModel, prop: Property, timeout: float, *, seed: int = 0,
+           budget: SearchBudget = SearchBudget()) -> VerifyResult:
+    """Decide ``prop`` on ``model`` within ``timeout`` seconds (see the module docs)."""
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise BadInputError(f"timeout must be a positive number of seconds, got {timeout}", param="timeout")
+    start = time.monotonic()
+    deadline = start + timeout
+    shape = example_shape(model, prop)
+    run = _runner(model, shape)
+    _check_outputs(run, prop)
+    others = _onnxruntime_checker(model)
+    quick = dataclasses.replace(budget, rounds=1)
+    found, out_of_time = search(run, prop, quick, deadline, seed, others)
+    if found is not None:
+        return _done("sat", start, timeout, "attack", "counterexample found by PGD and re-checked", found)
+    if out_of_time:
+        return _done("timeout", start, timeout, "", f"no answer within {timeout:g} s")
+    proved, why = prove(model, prop, shape)
+    if proved:
+        return _done("unsat", start, timeout, "lipschitz-linf", why)
+    if budget.rounds > 1:
+        rest = dataclasses.replace(budget, rounds=budget.rounds - 1)
+        found, out_of_time = search(run, prop, rest, deadline, seed + 1, others)
+        if found is not None:
+            return _done("sat", start, timeout, "attack", "counterexample found by PGD and re-checked", found)
+    if out_of_time or time.monotonic() > deadline:
+        return _done("timeout", start, timeout, "", f"no answer within {timeout:g} s ({why})")
+    return _done("unknown", start, timeout, "", why)
+
+
+def _done(result: str, start: float, timeout: float, method: str, reason: str,
+          ce: Counterexample | None = None) -> VerifyResult:
+    seconds = time.monotonic() - start
+    if seconds > timeout and result != "timeout":  # an answer after the limit does not count
+        return VerifyResult("timeout", seconds, "", f"answered {result} after the {timeout:g} s limit")
+    return VerifyResult(result, seconds, method, reason, ce)
+
+
+def example_shape(model: LoadedModel, prop: Property) -> tuple[int, ...]:
+    """The shape one example has for the model; X_0 … X_{n−1} fill it in row-major order."""
+    shape = model.metadata.input_shape
+    inner = getattr(model.module, "inner", model.module)
+    if shape is None and hasattr(inner, "declared"):
+        shape = inner.declared  # a converted ONNX model: its declared input
+    if shape is None and model.exported is not None:
+        from ..lipschitz.graph import example_shape as program_shape
+
+        shape = program_shape(model, None)
+    if shape is None:
+        raise BadInputError("the model's input shape is unknown; give input_shape", param="input_shape")
+    if math.prod(shape) != prop.num_inputs:
+        raise BadInputError(f"the property declares {prop.num_inputs} inputs but the model takes {tuple(shape)} "
+                            f"({math.prod(shape)} values)", param="property")
+    return tuple(int(s) for s in shape)
+
+
+def _runner(model: LoadedModel, shape: tuple[int, ...]) -> Any:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        y = model.module(x.reshape((x.shape[0],) + shape))
+        return y.reshape(y.shape[0], -1)
+    return run
+
+
+def _check_outputs(run: Any, prop: Property) -> None:
+    with torch.no_grad():
+        y = run(torch.zeros((1, prop.num_inputs)))
+    if y.shape[1] != prop.num_outputs:
+        raise BadInputError(f"the property declares {prop.num_outputs} outputs but the model gives {y.shape[1]}",
+                            param="property")
+
+
+def _onnxruntime_checker(model: LoadedModel) -> dict[str, Checker]:
+    """onnxruntime as a second runtime for counterexamples of an ONNX model (when installed)."""
+    if model.format != "onnx":
+        return {}
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {}
+    inner = getattr(model.module, "inner", model.module)
+    sess = ort.InferenceSession(model.path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    declared = (1,) + tuple(inner.declared)
+
+    def check(x: np.ndarray) -> np.ndarray:
+        return sess.run(None, {name: x.reshape(declared).astype(np.float32)})[0]
+    return {"onnxruntime": check}
+
+
+def prove(model: LoadedModel, prop: Property, shape: tuple[int, ...]) -> tuple[bool, str]:
+    """(True, how) when a sound certificate shows the unsafe region unreachable, else (False, why not)."""
+    label = prop.robustness_label()
+    if label is None:
+        return False, ("the output constraint is not a robustness property (Y_j ≥ Y_c for j ≠ c); no sound "
+                       "bound for it yet (bound propagation is not available)")
+    return _lipschitz_proof(model, prop, shape, label)
+
+
+def _lipschitz_proof(model: LoadedModel, prop: Property, shape: tuple[int, ...], label: int) -> tuple[bool, str]:
+    from ..certificates.margins import logit_stats
+    from ..certificates.plan import plan_certificate
+
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in prop.box())
+    centre = ((lo + hi) / 2).astype(np.float32)
+    c64 = centre.astype(np.float64)
+    eps = float(np.nextafter(np.max(np.maximum(hi - c64, c64 - lo)), np.inf))
+    bounds = (float(np.nextafter(np.min(c64) - eps, -np.inf)), float(np.nextafter(np.max(c64) + eps, np.inf)))
+    if not bounds[0] < bounds[1]:
+        bounds = (bounds[0], math.nextafter(bounds[0], math.inf) + 1e-6)
+    boxed = dataclasses.replace(model, metadata=dataclasses.replace(model.metadata, bounds=bounds,
+                                                                    input_shape=shape))
+    try:
+        plan = plan_certificate(boxed, norm=Norm.LINF, input_dim=prop.num_inputs, input_shape=shape,
+                                batch_sizes=(1,))
+    except LipschitzUnverifiedError as err:
+        return False, f"no sound ℓ∞ certificate: {err}"
+    x = torch.from_numpy(centre).reshape((1,) + shape)
+    with torch.no_grad():
+        logits, err = plan.logits(boxed.module, x)
+        stats = logit_stats(logits, torch.tensor([label]))
+        radius = float(plan.radii(logits, stats, err)[0])
+    predicted = int(stats.prediction[0])
+    if predicted == label and radius > eps:
+        return True, f"ℓ∞ certified radius {radius:.6g} > box radius {eps:.6g} ({plan.certificate})"
+    if predicted != label:
+        return False, f"the box centre is classified {predicted}, not {label}"
+    return False, f"ℓ∞ certified radius {radius:.6g} ≤ box radius {eps:.6g} ({plan.certificate})"
