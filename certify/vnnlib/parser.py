@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -101,7 +102,22 @@ def read_vnnlib(path: str | os.PathLike[str]) -> Property:
         raise BadInputError(f"property {str(p)!r} does not exist or is not a file", param="property")
     if p.stat().st_size > MAX_FILE_BYTES:
         raise BadInputError(f"property {str(p)!r} is over {MAX_FILE_BYTES >> 20} MiB", param="property")
-    return parse_vnnlib(p.read_text(encoding="utf-8", errors="replace"), str(p))
+    data = p.read_bytes()
+    if data[:2] == b"\x1f\x8b":  # VNN-COMP ships many properties gzipped
+        data = gunzip(data, MAX_FILE_BYTES, str(p))
+    return parse_vnnlib(data.decode("utf-8", errors="replace"), str(p))
+
+
+def gunzip(data: bytes, limit: int, where: str) -> bytes:
+    """Decompress gzip ``data``, refusing more than ``limit`` bytes of output (no gzip bomb)."""
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as err:
+        raise BadInputError(f"{where!r} is a damaged gzip file ({err})") from err
+    if len(out) > limit:
+        raise BadInputError(f"{where!r} decompresses to over {limit >> 20} MiB")
+    return out
 
 
 def parse_vnnlib(text: str, where: str = "<property>") -> Property:
