@@ -14,6 +14,7 @@ command             built by                    read back by
 ``lipschitz``       :func:`lipschitz_json`      a section of the combined JSON
 ``data-lipschitz``  :func:`data_lipschitz_json`
 ``demo``            :func:`demo_json`
+``verify``          :func:`verify_json`         (VNN-LIB answers; one property or an instances.csv run)
 ==================  ==========================  ==============================================
 
 :func:`read_results` is the one reader: it checks the schema version and the type and range of
@@ -231,6 +232,19 @@ def demo_json(report: Any, argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 #: The sections of a combined results JSON.
 RESULT_SECTIONS = ("certify", "attack", "lipschitz", "analysis")
+
+
+def verify_json(result: Any = None, run: Any = None, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """One property's :class:`~certify.vnnlib.verify.VerifyResult`, or an instances run's rows and counts."""
+    out = header("verify", argv)
+    if result is not None:
+        out["result"] = result.to_dict()
+    if run is not None:
+        out["instances"] = [{"onnx": r.instance.onnx, "vnnlib": r.instance.vnnlib, "timeout": r.instance.timeout,
+                             **r.result.to_dict()} for r in run.rows]
+        out["counts"] = run.counts()
+        out["seconds"] = run.seconds
+    return jsonable(out)
 
 
 def analysis_json(analysis: Any) -> dict[str, Any]:

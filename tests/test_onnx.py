@@ -281,3 +281,10 @@ def test_without_onnx_the_error_says_pip_install(tmp_path: Path, monkeypatch: py
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(BadInputError, match="pip install onnx"):
         load_model(path)
+
+
+def test_opsets_outside_the_supported_range_are_refused(tmp_path: Path) -> None:
+    for opset in (6, 29):
+        model = make_model([helper.make_node("Relu", ["x"], ["y"])], [], ["N", 3], ["N", 3], opset=opset)
+        with pytest.raises(BadInputError, match=f"uses opset {opset}; lipcert supports opsets 7 to 28"):
+            load_model(save(model, tmp_path / f"op{opset}.onnx"))

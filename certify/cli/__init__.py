@@ -12,7 +12,7 @@ the commands, one module per command group (``*_cmd``).  Importing a command mod
 
 from __future__ import annotations
 
-from . import analyze_cmd, attack_cmd, certify_cmd, demo_cmd, lipschitz_cmd, suite_cmd  # noqa: F401  (register)
+from . import analyze_cmd, attack_cmd, certify_cmd, demo_cmd, lipschitz_cmd, suite_cmd, verify_cmd  # noqa: F401  (register)
 from .app import main
 
 __all__ = ["main"]

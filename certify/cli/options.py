@@ -43,6 +43,23 @@ def _set_trust_modules(ctx: click.Context, _param: click.Parameter, value: tuple
     return value
 
 
+def _set_input_shape(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        ctx.meta["lipcert.input_shape"] = parse_shape(value)
+    return value
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``--input-shape 1,28,28`` (one example, without the batch dimension)."""
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise click.BadParameter(f"expected positive integers like 1,28,28; got {text!r}", param_hint="--input-shape")
+    return dims
+
+
 #: MODEL argument plus how to load it.
 model_options = option_group(
     click.argument("model", type=click.Path(dir_okay=True)),
@@ -55,6 +72,9 @@ model_options = option_group(
     click.option("--trust-module", "trust_modules", multiple=True, expose_value=False, callback=_set_trust_modules,
                  help="A Python module whose nn.Module classes a checkpoint may name as its architecture "
                       "(besides certify.models and certify.layers); repeatable."),
+    click.option("--input-shape", "input_shape", default=None, expose_value=False, callback=_set_input_shape,
+                 help="Shape of one example, e.g. 1,28,28. For an ONNX model: how examples map onto its declared "
+                      "input (default: reshaped to it when the element counts agree)."),
 )
 
 
@@ -99,8 +119,9 @@ def load_model_from_options(model: str, arch: str | None, arch_kwargs: str | Non
     architecture = load_architecture(arch, parse_kwargs_json(arch_kwargs))
     ctx = click.get_current_context(silent=True)
     trusted = ctx.meta.get("lipcert.trust_modules", ()) if ctx is not None else ()
+    shape = ctx.meta.get("lipcert.input_shape") if ctx is not None else None
     return load_model(model, arch=architecture, trust_checkpoint=trust_checkpoint, trusted_modules=trusted,
-                      device=device)
+                      device=device, input_shape=shape)
 
 
 def load_data_from_options(loaded: Any, data_source: str | None, data_root: str | None, split: str,

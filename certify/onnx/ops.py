@@ -5,7 +5,7 @@ optional input) and returns the output value.  An attribute the op does not know
 does not implement exactly (``auto_pad=SAME_*`` on pools, asymmetric pooling pads, a ``ceil_mode``
 that changes the output size, ``training_mode=1``, ...), is refused, naming the node; an op not in
 :data:`OPS` is refused by :mod:`certify.onnx.convert`.  Semantics follow the ONNX operator
-specification for opsets 7 to 23 (Softmax before opset 13 flattens to 2-D; Squeeze and Unsqueeze
+specification for opsets 7 to 28 (Softmax before opset 13 flattens to 2-D; Squeeze and Unsqueeze
 take their axes as an attribute before opset 13 and as an input from 13).
 """
 

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import BadInputError, short_repr
 
 #: The opsets whose operator semantics :mod:`certify.onnx.ops` implements (both ends included).
-OPSET_RANGE = (7, 23)
+OPSET_RANGE = (7, 28)
 #: The most elements one stored tensor may declare.
 MAX_TENSOR_ELEMENTS = 1 << 28
 #: The largest size of one input dimension.

@@ -9,6 +9,7 @@ on with the next row.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import tempfile
@@ -123,11 +124,12 @@ def _plain_file(p: Path, tmp: Path) -> Path:
     return out
 
 
-def write_results_csv(run: InstancesRun, path: str | os.PathLike[str]) -> None:
+def results_csv(run: InstancesRun) -> str:
     """One row per instance: onnx, vnnlib, result, seconds, method, reason."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["onnx", "vnnlib", "result", "seconds", "method", "reason"])
-        for row in run.rows:
-            r = row.result
-            w.writerow([row.instance.onnx, row.instance.vnnlib, r.result, f"{r.seconds:.3f}", r.method, r.reason])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["onnx", "vnnlib", "result", "seconds", "method", "reason"])
+    for row in run.rows:
+        r = row.result
+        w.writerow([row.instance.onnx, row.instance.vnnlib, r.result, f"{r.seconds:.3f}", r.method, r.reason])
+    return buf.getvalue()
