@@ -288,3 +288,36 @@ def test_opsets_outside_the_supported_range_are_refused(tmp_path: Path) -> None:
         model = make_model([helper.make_node("Relu", ["x"], ["y"])], [], ["N", 3], ["N", 3], opset=opset)
         with pytest.raises(BadInputError, match=f"uses opset {opset}; lipcert supports opsets 7 to 28"):
             load_model(save(model, tmp_path / f"op{opset}.onnx"))
+
+
+def test_more_hand_written_ops_match_onnxruntime(tmp_path: Path) -> None:
+    """ConvTranspose, AveragePool counting pads, opset-11 Softmax (coerced to 2-D) and Unsqueeze
+    (axes attribute), Flatten at axis 2, Dropout, Identity, Div, MatMul, Concat, Transpose, Constant."""
+    const = helper.make_node("Constant", [], ["k"], value_floats=[0.5, 2.0, -1.0])
+    nodes = [
+        helper.make_node("ConvTranspose", ["x", "wt", "bt"], ["ct"], strides=[2, 2], pads=[1, 1, 1, 1],
+                         output_padding=[1, 1]),
+        helper.make_node("AveragePool", ["ct"], ["ap"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                         count_include_pad=1, strides=[2, 2]),
+        helper.make_node("Dropout", ["ap"], ["dr"], ratio=0.3),
+        helper.make_node("Identity", ["dr"], ["id"]),
+        helper.make_node("Flatten", ["id"], ["fl"], axis=2),          # (N*3, 16)
+        helper.make_node("MatMul", ["fl", "m"], ["mm"]),              # (N*3, 3)
+        helper.make_node("Div", ["mm", "k"], ["dv"]),
+        helper.make_node("Reshape", ["dv", "shape"], ["rs"]),          # (N, 3, 3)
+        helper.make_node("Transpose", ["rs"], ["tr"], perm=[0, 2, 1]),
+        helper.make_node("Softmax", ["tr"], ["sm"], axis=1),           # opset 11: over the last 2 dims together
+        helper.make_node("Unsqueeze", ["sm"], ["us"], axes=[1]),
+        helper.make_node("Squeeze", ["us"], ["sq"], axes=[1]),
+        helper.make_node("Flatten", ["sq"], ["f2"]),
+        helper.make_node("Concat", ["f2", "f2"], ["y"], axis=1),
+    ]
+    inits = [weight("wt", 2, 3, 3, 3), weight("bt", 3, seed=1), weight("m", 16, 3, seed=2),
+             numpy_helper.from_array(np.array([-1, 3, 3], dtype=np.int64), "shape")]
+    model = make_model([const] + nodes, inits, ["N", 2, 4, 4], ["N", 18], opset=11)
+    path = save(model, tmp_path / "more.onnx")
+    x = np.random.default_rng(5).random((3, 2, 4, 4), dtype=np.float32)
+    module = load_onnx(path)
+    with torch.no_grad():
+        got = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, ort_outputs(path, x), atol=1e-5, rtol=1e-5)
