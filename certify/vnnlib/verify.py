@@ -168,9 +168,7 @@ def _lipschitz_proof(model: LoadedModel, prop: Property, shape: tuple[int, ...],
     centre = ((lo + hi) / 2).astype(np.float32)
     c64 = centre.astype(np.float64)
     eps = float(np.nextafter(np.max(np.maximum(hi - c64, c64 - lo)), np.inf))
-    bounds = (float(np.nextafter(np.min(c64) - eps, -np.inf)), float(np.nextafter(np.max(c64) + eps, np.inf)))
-    if not bounds[0] < bounds[1]:
-        bounds = (bounds[0], math.nextafter(bounds[0], math.inf) + 1e-6)
+    bounds = _grid_bounds(float(np.nextafter(np.min(c64) - eps, -np.inf)), float(np.nextafter(np.max(c64) + eps, np.inf)))
     boxed = dataclasses.replace(model, metadata=dataclasses.replace(model.metadata, bounds=bounds,
                                                                     input_shape=shape))
     try:
@@ -189,3 +187,10 @@ def _lipschitz_proof(model: LoadedModel, prop: Property, shape: tuple[int, ...],
     if predicted != label:
         return False, f"the box centre is classified {predicted}, not {label}"
     return False, f"ℓ∞ certified radius {radius:.6g} ≤ box radius {eps:.6g} ({plan.certificate})"
+
+
+def _grid_bounds(lo: float, hi: float) -> tuple[float, float]:
+    """[lo, hi] widened to multiples of 1/8, so properties on one model share one cached analysis
+    (the input bounds only scale the floating-point allowance)."""
+    lo, hi = math.floor(lo * 8) / 8, math.ceil(hi * 8) / 8
+    return (lo, hi) if lo < hi else (lo, lo + 0.125)
