@@ -9,7 +9,7 @@ import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 
 def mlp_onnx(path: Path, weights: list[tuple[np.ndarray, np.ndarray]], opset: int = 13) -> Path:

@@ -13,13 +13,13 @@ from torch import nn
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from certify.checkpoints import load_model  # noqa: E402
-from certify.errors import BadInputError  # noqa: E402
-from certify.flags import check_softmax_ending  # noqa: E402
-from certify.onnx import load_onnx  # noqa: E402
-from certify.onnx.convert import OnnxModule, PerExample, export_program  # noqa: E402
+from certify.checkpoints import load_model
+from certify.errors import BadInputError
+from certify.flags import check_softmax_ending
+from certify.onnx import load_onnx
+from certify.onnx.convert import OnnxModule, PerExample, export_program
 
 
 def export(model: nn.Module, shape: tuple[int, ...], path: Path, dynamic: bool = True, fold: bool = True) -> Path:
@@ -137,7 +137,7 @@ def test_mnist_layout_maps_onto_a_flat_input(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, ort_outputs(path, x.reshape(3, 784, 1)), atol=1e-5)
     explicit = load_model(path, input_shape=(28, 28))
     assert explicit.metadata.input_shape == (28, 28)
-    with pytest.raises(BadInputError, match="input \(784, 1\) has 784") as err:
+    with pytest.raises(BadInputError, match=r"input \(784, 1\) has 784") as err:
         load_model(path, input_shape=(3, 28, 28))
     assert err.value.param == "input_shape"
     with pytest.raises(BadInputError, match="do not fit"):

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from certify.cli import main  # noqa: E402
-from tests.helpers_vnnlib import mlp_onnx, random_weights, robustness_vnnlib  # noqa: E402
+from certify.cli import main
+from tests.helpers_vnnlib import mlp_onnx, random_weights, robustness_vnnlib
 
 IDENTITY = [(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]), np.array([0.0, 0.0, 0.5]))]  # Y = (X_0, X_1, 0.5)
 

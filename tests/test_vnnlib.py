@@ -10,13 +10,20 @@ import pytest
 
 pytest.importorskip("onnx")
 
-from certify.checkpoints import load_model  # noqa: E402
-from certify.errors import BadInputError  # noqa: E402
-from certify.vnnlib import parse_vnnlib, read_vnnlib  # noqa: E402
-from certify.vnnlib.falsify import SearchBudget  # noqa: E402
-from certify.vnnlib.verify import verify  # noqa: E402
-from tests.helpers_vnnlib import (box_text, declarations, forward, milp_max, mlp_onnx, random_weights,  # noqa: E402
-                                  robustness_vnnlib)
+from certify.checkpoints import load_model
+from certify.errors import BadInputError
+from certify.vnnlib import parse_vnnlib, read_vnnlib
+from certify.vnnlib.falsify import SearchBudget
+from certify.vnnlib.verify import verify
+from tests.helpers_vnnlib import (
+    box_text,
+    declarations,
+    forward,
+    milp_max,
+    mlp_onnx,
+    random_weights,
+    robustness_vnnlib,
+)
 
 # --------------------------------------------------------------------------- parser
 

@@ -12,15 +12,27 @@ take their axes as an attribute before opset 13 and as an input from 13).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .reader import Node
-from .values import (REQUIRED, Ctx, ShapeList, attributes, axis_in, ints, need, refuse, spatial_ints,
-                     symmetric_pads, tensor)
+from .values import (
+    REQUIRED,
+    Ctx,
+    ShapeList,
+    attributes,
+    axis_in,
+    ints,
+    need,
+    refuse,
+    spatial_ints,
+    symmetric_pads,
+    tensor,
+)
 
 Op = Callable[[Ctx, Node, list[Any]], Any]
 OPS: dict[str, Op] = {}

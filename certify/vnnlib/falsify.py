@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,6 +104,9 @@ class SearchBudget:
     rounds: int = 4  #: rounds of restarts
     restarts: int = 16  #: starts per round (the box centre is the first of round 0)
     steps: int = 60  #: PGD steps per round
+
+
+DEFAULT_BUDGET = SearchBudget()
 
 
 def search(run: Runner, prop: Property, budget: SearchBudget, deadline: float, seed: int = 0,

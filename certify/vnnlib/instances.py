@@ -15,12 +15,12 @@ import os
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import BadInputError, short_repr
-from .falsify import SearchBudget
+from .falsify import DEFAULT_BUDGET, SearchBudget
 from .parser import gunzip, read_vnnlib
 from .verify import RESULTS, VerifyResult, verify
 
@@ -70,22 +70,22 @@ def read_instances(csv_path: str | os.PathLike[str]) -> tuple[Instance, ...]:
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != 3:
-                raise BadInputError(f"{str(p)}:{line}: expected onnx_path,vnnlib_path,timeout, got "
+                raise BadInputError(f"{p!s}:{line}: expected onnx_path,vnnlib_path,timeout, got "
                                     f"{short_repr(row, 80)}", param="instances")
             try:
                 timeout = float(row[2])
             except ValueError:
-                raise BadInputError(f"{str(p)}:{line}: timeout {short_repr(row[2], 40)} is not a number",
+                raise BadInputError(f"{p!s}:{line}: timeout {short_repr(row[2], 40)} is not a number",
                                     param="instances") from None
             if not (timeout > 0 and math.isfinite(timeout)):
-                raise BadInputError(f"{str(p)}:{line}: timeout must be positive, got {row[2]}", param="instances")
+                raise BadInputError(f"{p!s}:{line}: timeout must be positive, got {row[2]}", param="instances")
             rows.append(Instance(row[0].strip(), row[1].strip(), timeout))
     if not rows:
         raise BadInputError(f"instances file {str(p)!r} has no rows", param="instances")
     return tuple(rows)
 
 
-def run_instances(csv_path: str | os.PathLike[str], *, seed: int = 0, budget: SearchBudget = SearchBudget(),
+def run_instances(csv_path: str | os.PathLike[str], *, seed: int = 0, budget: SearchBudget = DEFAULT_BUDGET,
                   progress: Callable[[int, int, InstanceResult], None] | None = None) -> InstancesRun:
     """Verify every row of ``csv_path`` (see the module docs); ``progress(done, total, row)`` after each."""
     from ..checkpoints import load_model

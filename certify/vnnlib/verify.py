@@ -31,7 +31,7 @@ import torch
 from ..checkpoints import LoadedModel
 from ..errors import BadInputError, LipschitzUnverifiedError
 from ..threat import Norm
-from .falsify import Checker, Counterexample, SearchBudget, search
+from .falsify import DEFAULT_BUDGET, Checker, Counterexample, SearchBudget, search
 from .parser import Property
 
 RESULTS = ("sat", "unsat", "unknown", "timeout")
@@ -63,7 +63,7 @@ class VerifyResult:
 
 
 def verify(model: LoadedModel, prop: Property, timeout: float, *, seed: int = 0,
-           budget: SearchBudget = SearchBudget()) -> VerifyResult:
+           budget: SearchBudget = DEFAULT_BUDGET) -> VerifyResult:
     """Decide ``prop`` on ``model`` within ``timeout`` seconds (see the module docs)."""
     if not (timeout > 0 and math.isfinite(timeout)):
         raise BadInputError(f"timeout must be a positive number of seconds, got {timeout}", param="timeout")

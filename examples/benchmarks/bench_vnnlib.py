@@ -27,10 +27,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from certify.checkpoints import load_model  # noqa: E402
-from certify.vnnlib import parse_vnnlib  # noqa: E402
-from certify.vnnlib.verify import verify  # noqa: E402
-from tests.helpers_vnnlib import forward, milp_max, mlp_onnx, random_weights, robustness_vnnlib  # noqa: E402
+from certify.checkpoints import load_model
+from certify.vnnlib import parse_vnnlib
+from certify.vnnlib.verify import verify
+from tests.helpers_vnnlib import (
+    forward,
+    milp_max,
+    mlp_onnx,
+    random_weights,
+    robustness_vnnlib,
+)
 
 SIZES = [4, 16, 16, 5]
 EPSILONS = (0.001, 0.005, 0.02, 0.1, 0.5)
