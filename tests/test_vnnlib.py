@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("onnx")
 
@@ -189,3 +191,20 @@ def test_read_vnnlib_from_a_file(tmp_path: Path) -> None:
     assert read_vnnlib(tmp_path / "p.vnnlib").num_inputs == 2
     with pytest.raises(BadInputError, match="does not exist"):
         read_vnnlib(tmp_path / "nope.vnnlib")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.lists(st.integers(-3, 3), min_size=3, max_size=3), st.integers(-5, 5),
+                                   st.sampled_from(["<=", ">=", "<", ">"])), min_size=1, max_size=3),
+                min_size=1, max_size=3),
+       st.lists(st.integers(-8, 8), min_size=3, max_size=3))
+def test_parsed_output_condition_agrees_with_direct_evaluation(clauses, y) -> None:  # type: ignore[no-untyped-def]
+    """An or of ands of random integer linear atoms, written in VNN-LIB syntax, means what it says."""
+    def term(coeffs: list[int]) -> str:
+        return "(+ " + " ".join(f"(* {c} Y_{j})" for j, c in enumerate(coeffs)) + ")"
+
+    body = " ".join("(and " + " ".join(f"({op} {term(c)} {b})" for c, b, op in clause) + ")" for clause in clauses)
+    prop = parse_vnnlib(declarations(1, 3) + "(assert (<= X_0 1))\n(assert (>= X_0 0))\n" + f"(assert (or {body}))\n")
+    ops = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b}
+    expected = any(all(ops[op](sum(ci * yi for ci, yi in zip(c, y)), b) for c, b, op in clause) for clause in clauses)
+    assert prop.unsafe([float(v) for v in y]) == expected
