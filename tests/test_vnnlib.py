@@ -208,3 +208,12 @@ def test_parsed_output_condition_agrees_with_direct_evaluation(clauses, y) -> No
     ops = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b}
     expected = any(all(ops[op](sum(ci * yi for ci, yi in zip(c, y)), b) for c, b, op in clause) for clause in clauses)
     assert prop.unsafe([float(v) for v in y]) == expected
+
+
+def test_a_tiny_time_limit_answers_timeout(tmp_path: Path) -> None:
+    model = load_model(mlp_onnx(tmp_path / "t.onnx", random_weights([3, 8, 3], 1)))
+    prop = parse_vnnlib(robustness_vnnlib(np.full(3, -0.3), np.full(3, 0.3), 3, 0))
+    result = verify(model, prop, timeout=1e-4)
+    assert result.result == "timeout" and result.counterexample is None and result.vnncomp() == "timeout\n"
+    with pytest.raises(BadInputError, match="timeout must be a positive"):
+        verify(model, prop, timeout=0)
