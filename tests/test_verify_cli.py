@@ -117,3 +117,17 @@ def test_onnx_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "onnx", None)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "pip install onnx" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_an_onnx_model_ending_in_softmax_is_flagged(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((784, 10)).astype(np.float32) * 0.05, "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["y"])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 784])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], [w])
+    (tmp_path / "soft.onnx").write_bytes(helper.make_model(graph).SerializeToString())
+    result = CliRunner().invoke(main, ["attack", str(tmp_path / "soft.onnx"), "--data", "demo", "--norm", "linf",
+                                       "--eps", "0.01", "--limit", "8", "-q", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert "model-ends-in-softmax" in [f["id"] for f in json.loads(result.stdout)["flags"]]

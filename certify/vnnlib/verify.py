@@ -20,9 +20,11 @@ so each answer has one source:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,17 +140,31 @@ def _onnxruntime_checker(model: LoadedModel) -> dict[str, Checker]:
     if model.format != "onnx":
         return {}
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         return {}
     inner = getattr(model.module, "inner", model.module)
-    sess = ort.InferenceSession(model.path, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
+    sess, name = _session(model.path, model.sha256)
     declared = (1,) + tuple(inner.declared)
 
     def check(x: np.ndarray) -> np.ndarray:
         return sess.run(None, {name: x.reshape(declared).astype(np.float32)})[0]
     return {"onnxruntime": check}
+
+
+@functools.lru_cache(maxsize=4)
+def _session(path: str, sha256: str) -> tuple[Any, str]:
+    """One onnxruntime session per model, built from the bytes lipcert's ONNX reader checked when the
+    model was loaded (same sha256), so onnxruntime reads nothing else (no external data)."""
+    import hashlib
+
+    import onnxruntime as ort
+
+    data = Path(path).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise BadInputError(f"model {path!r} changed on disk since it was loaded; load it again", param="model")
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return sess, sess.get_inputs()[0].name
 
 
 def prove(model: LoadedModel, prop: Property, shape: tuple[int, ...]) -> tuple[bool, str]:
