@@ -193,7 +193,19 @@ LIPSCHITZ_CASES: list[Case] = [
     Case("data-lipschitz-one-class", "data-lipschitz: all labels equal (no pair to compare)", ("data-lipschitz", "{data_one_class}"), 2, "different labels"),
     Case("data-lipschitz-limit-zero", "data-lipschitz: --limit 0", ("data-lipschitz", "{data}", "--limit", "0"), 2, "--limit"),
 ]
-CASES += ATTACK_CASES + RUN_CASES + GATE_CASES + REPORT_CASES + LIPSCHITZ_CASES
+V = "verify"
+VERIFY_CASES: list[Case] = [
+    Case("verify-no-property", "verify: MODEL without PROPERTY", (V, "{good}"), 2, "give MODEL and PROPERTY"),
+    Case("verify-missing-property", "verify: property file does not exist", (V, "{good}", "{missing}.vnnlib"), 2, "does not exist"),
+    Case("verify-unsupported-construct", "verify: a VNN-LIB construct outside the subset", (V, "{good}", "{vnn_implies}"), 2, "'(=> …)' is not in the supported VNN-LIB subset"),
+    Case("verify-nonlinear", "verify: a product of two outputs", (V, "{good}", "{vnn_product}"), 2, "product of two variables"),
+    Case("verify-input-count", "verify: a property with another number of inputs than the model", (V, "{good}", "{vnn_two_inputs}"), 2, "declares 2 inputs"),
+    Case("verify-timeout-zero", "verify: --timeout 0", (V, "{good}", "{vnn_two_inputs}", "--timeout", "0"), 2, "--timeout"),
+    Case("verify-instances-missing", "verify: instances file does not exist", (V, "--instances", "{missing}.csv"), 2, "does not exist"),
+    Case("verify-instances-bad-row", "verify: an instances.csv row without three columns", (V, "--instances", "{bad_instances}"), 2, "expected onnx_path,vnnlib_path,timeout"),
+    Case("verify-both-modes", "verify: MODEL PROPERTY and --instances together", (V, "{good}", "{vnn_two_inputs}", "--instances", "{bad_instances}"), 2, "not both"),
+]
+CASES += ATTACK_CASES + RUN_CASES + GATE_CASES + REPORT_CASES + LIPSCHITZ_CASES + VERIFY_CASES
 
 
 class Payload:
@@ -238,6 +250,7 @@ def files(tmp_path_factory) -> dict[str, str]:
                            example_input=torch.zeros(2, *SHAPE))
     extra = other_command_files(d, good)
     extra.update(hostile_files(d, good, extra))
+    extra.update(_verify_files(d))
     return {**extra, "unclaimed": str(unclaimed),
         "good": str(good), "truncated": str(truncated), "empty": str(d / "empty.pt"), "text": str(d / "text.txt"),
         "pickle": str(d / "pickle.pt"), "marker": str(d / "PWNED"), "sd": str(d / "sd.pt"),
@@ -248,6 +261,24 @@ def files(tmp_path_factory) -> dict[str, str]:
         "data_empty": str(d / "data_empty.npz"), "data_noxy": str(d / "data_noxy.npz"),
         "other_results": str(d / "other.json"), "out": str(d / "out.json"),
     }
+
+
+def _verify_files(d: Path) -> dict[str, str]:
+    """VNN-LIB properties (text, so no onnx needed) for the verify cases; ``good`` takes 4 inputs, gives 3."""
+    head = "".join(f"(declare-const X_{i} Real)\n(assert (<= X_{i} 1))\n(assert (>= X_{i} 0))\n" for i in range(4))
+    head += "".join(f"(declare-const Y_{j} Real)\n" for j in range(3))
+    texts = {"vnn_implies": head + "(assert (=> (>= Y_0 0) (>= Y_1 0)))\n",
+             "vnn_product": head + "(assert (>= (* Y_0 Y_1) 0))\n",
+             "vnn_two_inputs": "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+                               "(assert (<= X_0 1))\n(assert (>= X_0 0))\n(assert (<= X_1 1))\n(assert (>= X_1 0))\n"
+                               "(assert (>= Y_0 0))\n"}
+    out = {}
+    for name, text in texts.items():
+        (d / f"{name}.vnnlib").write_text(text)
+        out[name] = str(d / f"{name}.vnnlib")
+    (d / "bad_instances.csv").write_text("net.onnx,prop.vnnlib\n")
+    out["bad_instances"] = str(d / "bad_instances.csv")
+    return out
 
 
 def other_command_files(d: Path, good: Path) -> dict[str, str]:
