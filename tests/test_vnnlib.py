@@ -169,13 +169,49 @@ def test_verify_never_contradicts_milp(tmp_path: Path, seed: int) -> None:
     assert tally["timeout"] == 0 and tally["sat"] >= 1 and tally["unsat"] >= 1, tally
 
 
-def test_general_linear_constraints_are_never_unsat_without_a_proof(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", range(2))
+def test_general_linear_constraints_against_milp(tmp_path: Path, seed: int) -> None:
+    """Disjunctions of single linear atoms a·Y ≤ b: unsat only where MILP shows every min a·y > b."""
+    rng = np.random.default_rng(200 + seed)
+    weights = [(w.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64))
+               for w, b in random_weights([3, 8, 3], 10 + seed)]
+    model = load_model(mlp_onnx(tmp_path / f"lin{seed}.onnx", weights))
+    tally = {"sat": 0, "unsat": 0, "unknown": 0, "timeout": 0}
+    for case in range(10):
+        centre, eps = rng.uniform(-1, 1, 3), float(rng.choice([0.01, 0.05, 0.3]))
+        lo, hi = centre - eps, centre + eps
+        atoms = [(rng.integers(-2, 3, 3).astype(float), 0.0) for _ in range(2)]
+        atoms = [(a, float(a @ forward(weights, centre)) - float(rng.uniform(0.02, 1.0))) for a, _ in atoms]
+        text = declarations(3, 3) + box_text(lo, hi) + "(assert (or " + " ".join(
+            "(<= (+ " + " ".join(f"(* {int(c)} Y_{k})" for k, c in enumerate(a)) + f") {b!r})" for a, b in atoms) + "))\n"
+        prop = parse_vnnlib(text)
+        lo_f, hi_f = (np.array(v) for v in prop.box())
+        mins = [-milp_max(weights, lo_f, hi_f, -a) - b for a, b in atoms]  # min a·y − b per atom
+        result = verify(model, prop, timeout=30, seed=case, budget=SearchBudget(rounds=2))
+        tally[result.result] += 1
+        if min(abs(m) for m in mins) < 1e-4:
+            continue
+        if result.result == "unsat":
+            assert min(mins) > 0, f"unsat returned but MILP reaches an atom: {mins}"
+        if result.result == "sat":
+            assert min(mins) <= 1e-5
+            ce = result.counterexample
+            y = forward(weights, np.array(ce.x))
+            assert any(a @ y <= b + 1e-5 for a, b in atoms)
+        if min(mins) < -0.05:
+            assert result.result == "sat", (mins, result)
+    assert tally["timeout"] == 0 and tally["unsat"] + tally["sat"] >= 3, tally
+
+
+def test_a_reachable_linear_atom_is_never_unsat(tmp_path: Path) -> None:
+    """Y_0 + 2·Y_1 ≤ −100 is far out of reach on a small box (proved), and within reach once b is raised."""
     weights = random_weights([2, 6, 3], 7)
     model = load_model(mlp_onnx(tmp_path / "g.onnx", weights))
-    text = declarations(2, 3) + box_text(np.array([-0.1, -0.1]), np.array([0.1, 0.1])) + \
-        "(assert (<= (+ Y_0 (* 2 Y_1)) -100))\n"
-    result = verify(model, parse_vnnlib(text), timeout=30)
-    assert result.result == "unknown" and "not a robustness property" in result.reason
+    box = declarations(2, 3) + box_text(np.array([-0.1, -0.1]), np.array([0.1, 0.1]))
+    far = verify(model, parse_vnnlib(box + "(assert (<= (+ Y_0 (* 2 Y_1)) -100))\n"), timeout=30)
+    assert far.result == "unsat" and "every unsafe clause excluded" in far.reason
+    near = verify(model, parse_vnnlib(box + "(assert (<= (+ Y_0 (* 2 Y_1)) 100))\n"), timeout=30)
+    assert near.result == "sat"
 
 
 def test_verify_refuses_a_property_that_does_not_fit_the_model(tmp_path: Path) -> None:

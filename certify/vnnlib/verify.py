@@ -6,13 +6,8 @@ so each answer has one source:
 - ``sat`` only with a counterexample that :func:`certify.vnnlib.falsify.recheck` accepted (in the
   box exactly, unsafe in exact arithmetic on the model's own float32 outputs, and on
   onnxruntime's for an ONNX model).
-- ``unsat`` only from a sound certificate.  For a robustness property (every unsafe clause is
-  ``Y_j ≥ Y_c`` for some j ≠ c) the ℓ∞ Lipschitz plan of :mod:`certify.certificates` is used:
-  the box lies in the ℓ∞ ball around its centre (the float32 point the network is run on) whose
-  radius is the largest distance from that centre to a face, rounded up; the property is unsat
-  when the centre is classified c and its certified ℓ∞ radius (floating-point allowance
-  included) is strictly larger.  Other output constraints get ``unknown`` until bound propagation
-  is available.
+- ``unsat`` only from a sound certificate (:mod:`certify.vnnlib.proof`: the ℓ∞ Lipschitz plan of
+  :mod:`certify.certificates` over the ball that contains the box).
 - ``timeout`` when the time limit passed before an answer; ``unknown`` when neither the attack
   budget nor the certificate decided it.
 """
@@ -31,10 +26,10 @@ import numpy as np
 import torch
 
 from ..checkpoints import LoadedModel
-from ..errors import BadInputError, LipschitzUnverifiedError
-from ..threat import Norm
+from ..errors import BadInputError
 from .falsify import DEFAULT_BUDGET, Checker, Counterexample, SearchBudget, search
 from .parser import Property
+from .proof import prove
 
 RESULTS = ("sat", "unsat", "unknown", "timeout")
 
@@ -165,48 +160,3 @@ def _session(path: str, sha256: str) -> tuple[Any, str]:
         raise BadInputError(f"model {path!r} changed on disk since it was loaded; load it again", param="model")
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     return sess, sess.get_inputs()[0].name
-
-
-def prove(model: LoadedModel, prop: Property, shape: tuple[int, ...]) -> tuple[bool, str]:
-    """(True, how) when a sound certificate shows the unsafe region unreachable, else (False, why not)."""
-    label = prop.robustness_label()
-    if label is None:
-        return False, ("the output constraint is not a robustness property (Y_j ≥ Y_c for j ≠ c); no sound "
-                       "bound for it yet (bound propagation is not available)")
-    return _lipschitz_proof(model, prop, shape, label)
-
-
-def _lipschitz_proof(model: LoadedModel, prop: Property, shape: tuple[int, ...], label: int) -> tuple[bool, str]:
-    from ..certificates.margins import logit_stats
-    from ..certificates.plan import plan_certificate
-
-    lo, hi = (np.asarray(v, dtype=np.float64) for v in prop.box())
-    centre = ((lo + hi) / 2).astype(np.float32)
-    c64 = centre.astype(np.float64)
-    eps = float(np.nextafter(np.max(np.maximum(hi - c64, c64 - lo)), np.inf))
-    bounds = _grid_bounds(float(np.nextafter(np.min(c64) - eps, -np.inf)), float(np.nextafter(np.max(c64) + eps, np.inf)))
-    boxed = dataclasses.replace(model, metadata=dataclasses.replace(model.metadata, bounds=bounds,
-                                                                    input_shape=shape))
-    try:
-        plan = plan_certificate(boxed, norm=Norm.LINF, input_dim=prop.num_inputs, input_shape=shape,
-                                batch_sizes=(1,))
-    except LipschitzUnverifiedError as err:
-        return False, f"no sound ℓ∞ certificate: {err}"
-    x = torch.from_numpy(centre).reshape((1,) + shape)
-    with torch.no_grad():
-        logits, err = plan.logits(boxed.module, x)
-        stats = logit_stats(logits, torch.tensor([label]))
-        radius = float(plan.radii(logits, stats, err)[0])
-    predicted = int(stats.prediction[0])
-    if predicted == label and radius > eps:
-        return True, f"ℓ∞ certified radius {radius:.6g} > box radius {eps:.6g} ({plan.certificate})"
-    if predicted != label:
-        return False, f"the box centre is classified {predicted}, not {label}"
-    return False, f"ℓ∞ certified radius {radius:.6g} ≤ box radius {eps:.6g} ({plan.certificate})"
-
-
-def _grid_bounds(lo: float, hi: float) -> tuple[float, float]:
-    """[lo, hi] widened to multiples of 1/8, so properties on one model share one cached analysis
-    (the input bounds only scale the floating-point allowance)."""
-    lo, hi = math.floor(lo * 8) / 8, math.ceil(hi * 8) / 8
-    return (lo, hi) if lo < hi else (lo, lo + 0.125)
