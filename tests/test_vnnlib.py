@@ -253,3 +253,22 @@ def test_a_tiny_time_limit_answers_timeout(tmp_path: Path) -> None:
     assert result.result == "timeout" and result.counterexample is None and result.vnncomp() == "timeout\n"
     with pytest.raises(BadInputError, match="timeout must be a positive"):
         verify(model, prop, timeout=0)
+
+
+def test_verify_works_on_a_torch_export_model(tmp_path: Path) -> None:
+    """Not only ONNX: a .pt2 with a 1×2×1 input; X_0, X_1 fill it row-major; counterexamples checked by torch."""
+    import torch
+
+    from certify import ModelMetadata, save_model
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 3))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+        net[1].bias.copy_(torch.tensor([0.0, 0.0, 0.5]))
+    path = save_model(net, tmp_path / "id.pt2", ModelMetadata(input_shape=(1, 2, 1)),
+                      example_input=torch.zeros(2, 1, 2, 1))
+    model = load_model(path)
+    robust = verify(model, parse_vnnlib(robustness_vnnlib(np.array([0.9, 0.0]), np.array([1.0, 0.1]), 3, 0)), 30)
+    assert robust.result == "unsat"
+    broken = verify(model, parse_vnnlib(robustness_vnnlib(np.array([0.9, 0.0]), np.array([1.0, 0.95]), 3, 0)), 30)
+    assert broken.result == "sat" and broken.counterexample.checked_by == ("torch",)
