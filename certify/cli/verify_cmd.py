@@ -9,7 +9,7 @@ import click
 from ..defaults import DEFAULT_SEED, SEED_MAX
 from .app import main
 from .options import load_model_from_options, set_debug
-from .output import check_outputs, emit_json, stderr_console
+from .output import check_outputs, emit_json
 
 #: Seconds per property when --timeout is not given.
 DEFAULT_VERIFY_TIMEOUT = 60.0
@@ -65,9 +65,8 @@ def verify(model: str | None, property_path: str | None, timeout: float, instanc
     if json_path != "-":
         click.echo(result.vnncomp(), nl=False)
     if not quiet:
-        stderr_console().print(f"{result.result} in {result.seconds:.2f} s"
-                               + (f" ({result.method}): " if result.method else ": ") + result.reason,
-                               markup=False, highlight=False)
+        click.echo(f"{result.result} in {result.seconds:.2f} s"
+                   + (f" ({result.method}): " if result.method else ": ") + result.reason, err=True)
 
 
 def _shape(ctx: click.Context, value: str | None) -> str | None:
@@ -85,14 +84,11 @@ def _run_instances(instances_path: str, results_path: str | None, json_path: str
     from ..vnnlib.instances import results_csv, run_instances
 
     check_outputs({"--json": json_path, "--results": results_path}, {"the instances file": instances_path})
-    console = stderr_console()
-
     def progress(done: int, total: int, row: object) -> None:
         if not quiet:
             r = row.result  # type: ignore[attr-defined]
             inst = row.instance  # type: ignore[attr-defined]
-            console.print(f"[{done}/{total}] {inst.onnx} {inst.vnnlib}: {r.result} ({r.seconds:.2f} s)",
-                          markup=False, highlight=False)
+            click.echo(f"[{done}/{total}] {inst.onnx} {inst.vnnlib}: {r.result} ({r.seconds:.2f} s)", err=True)
 
     run = run_instances(instances_path, seed=seed, progress=progress)
     with output_set() as out:
