@@ -90,8 +90,11 @@ def test_parser_linear_terms_and_dnf() -> None:
      "(assert (>= Y_0 0))\n", "empty range"),
     ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
      "(assert (or (and (<= X_0 0.5) (>= Y_0 0)) (>= Y_0 1)))\n", "the term 'X_0' in an output constraint"),
+    ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1e999))\n", "beyond ±1e30"),
+    ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
+     "(assert (>= (* 1e20 (* 1e20 Y_0)) 0))\n", "beyond ±1e30"),
 ], ids=["implies", "define-fun", "nonlinear", "x-in-output", "half-bounded", "gap", "undeclared-y", "int-sort",
-        "unbalanced", "deep", "empty-range", "input-disjunction"])
+        "unbalanced", "deep", "empty-range", "input-disjunction", "huge-bound", "huge-coefficient"])
 def test_parser_refuses_outside_the_subset(text: str, match: str) -> None:
     with pytest.raises(BadInputError, match=match) as err:
         parse_vnnlib(text)

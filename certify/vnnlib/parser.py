@@ -29,6 +29,8 @@ from ..errors import BadInputError, short_repr
 
 #: The most clauses a property's output condition may expand to (and/or products).
 MAX_CLAUSES = 10_000
+#: The largest magnitude of a constant or coefficient (beyond it, float conversions overflow).
+MAX_CONSTANT = Fraction(10) ** 30
 #: The deepest nesting of parentheses read.
 MAX_DEPTH = 64
 #: The largest property file read.
@@ -231,6 +233,8 @@ class _Builder:
         m = _VAR.match(var) if isinstance(var, str) else None
         if m is None or m.group(1) != "X" or const is None:
             raise self.refuse(e, f"input constraint {short_repr(e, 60)} (expected (<= X_i c) or (>= X_i c))")
+        if abs(const) > MAX_CONSTANT:
+            raise self.refuse(e, f"an input bound beyond ±1e30 in {short_repr(e, 60)}")
         index = int(m.group(2))
         upper = (op == "<=") == var_left
         table = self.upper if upper else self.lower
@@ -263,6 +267,8 @@ class _Builder:
         if e[0] in (">=", ">"):
             diff, const = {j: -c for j, c in diff.items()}, -const
         coeffs = tuple(sorted((j, c) for j, c in diff.items() if c != 0))  # Σ c·Y + const ≤ 0
+        if any(abs(v) > MAX_CONSTANT for v in [const] + [c for _, c in coeffs]):
+            raise self.refuse(e, f"a constant or coefficient beyond ±1e30 in {short_repr(e, 60)}")
         return Atom(coeffs=coeffs, bound=-const, strict=e[0] in ("<", ">"))
 
     def _linear(self, e: Sexp) -> dict[int, Fraction]:
