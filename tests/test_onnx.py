@@ -255,6 +255,10 @@ def test_huge_declared_dims_allocate_nothing(tmp_path: Path) -> None:
                 tmp_path / "wide.onnx")
     with pytest.raises(BadInputError, match="input dimension"):
         load_model(path)
+    path = save(make_model([helper.make_node("Relu", ["x"], ["y"])], [], ["N", 1 << 20, 1 << 20], ["N", 3]),
+                tmp_path / "many.onnx")
+    with pytest.raises(BadInputError, match="elements per example"):
+        load_model(path)
 
 
 def test_unknown_operator_domain_is_refused(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ Refused, each with one :class:`~certify.errors.BadInputError` line naming what w
 - operator sets other than the default domain (``""`` / ``ai.onnx``) or outside
   :data:`OPSET_RANGE`, model-local functions, subgraph attributes, training info;
 - graphs with other than one (float32) data input and one output, and input dimensions above
-  :data:`MAX_DIM`.
+  :data:`MAX_DIM` or examples above :data:`MAX_INPUT_ELEMENTS` elements.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ OPSET_RANGE = (7, 28)
 MAX_TENSOR_ELEMENTS = 1 << 28
 #: The largest size of one input dimension.
 MAX_DIM = 1 << 20
+#: The most elements one example of the input may have.
+MAX_INPUT_ELEMENTS = 1 << 26
 #: The largest ONNX file read (protobuf's own limit is 2 GiB).
 MAX_FILE_BYTES = (1 << 31) - 1
 
@@ -144,6 +146,9 @@ def _data_input(g: Any, inits: dict[str, np.ndarray], where: str) -> tuple[str, 
     if any(isinstance(d, str) for d in dims[1:]):
         raise BadInputError(f"ONNX model {where!r}: input shape {tuple(dims)} is symbolic beyond the batch "
                             "dimension; export the model with a fixed example shape")
+    if math.prod(dims[1:]) > MAX_INPUT_ELEMENTS:  # type: ignore[arg-type]
+        raise BadInputError(f"ONNX model {where!r}: input shape {tuple(dims)} has over {MAX_INPUT_ELEMENTS} "
+                            "elements per example")
     if isinstance(dims[0], int) and dims[0] != 1:
         raise BadInputError(f"ONNX model {where!r}: input has a fixed batch of {dims[0]}; export it with batch 1 "
                             "or a symbolic batch dimension")
