@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..device import model_device
 from ..errors import BadInputError, short_repr
 from .ops import OPS, constant_value
 from .reader import OnnxGraph
@@ -144,8 +145,8 @@ def convert(graph: OnnxGraph, input_shape: tuple[int, ...] | None = None) -> nn.
 
 
 def _rows_independent(module: OnnxModule) -> bool:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand((3,) + module.feed_shape, generator=gen)
+    gen = torch.Generator().manual_seed(0)  # a CPU generator: draw there, then move to the module
+    x = torch.rand((3,) + module.feed_shape, generator=gen, device="cpu").to(model_device(module))
     with torch.no_grad():
         try:
             whole = module(x)
@@ -169,7 +170,7 @@ def _rows_independent(module: OnnxModule) -> bool:
 
 def export_program(module: nn.Module, input_shape: tuple[int, ...]) -> Any:
     """The torch.export program of a converted module, with a dynamic batch when the graph allows it."""
-    example = torch.zeros((2,) + tuple(input_shape))
+    example = torch.zeros((2,) + tuple(input_shape), device=model_device(module))
     if isinstance(module, OnnxModule):
         try:
             return torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))

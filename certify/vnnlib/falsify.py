@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +37,8 @@ class Counterexample:
 def atom_tensors(prop: Property) -> tuple[torch.Tensor, torch.Tensor]:
     """The clauses as A (C×M×K) and b (C×M), padded with rows that never bind (b = +inf)."""
     c, m, k = len(prop.clauses), max(len(cl) for cl in prop.clauses), prop.num_outputs
-    a = torch.zeros((c, m, k), dtype=torch.float64)
-    b = torch.full((c, m), math.inf, dtype=torch.float64)
+    a = torch.zeros((c, m, k), dtype=torch.float64, device="cpu")  # the runner returns outputs on the CPU
+    b = torch.full((c, m), math.inf, dtype=torch.float64, device="cpu")
     for i, clause in enumerate(prop.clauses):
         for j, atom in enumerate(clause):
             b[i, j] = float(atom.bound)
@@ -119,7 +118,7 @@ def search(run: Runner, prop: Property, budget: SearchBudget, deadline: float, s
     a, b = atom_tensors(prop)
     gen = torch.Generator().manual_seed(seed)
     for r in range(budget.rounds):
-        x = lo + (hi - lo) * torch.rand((budget.restarts, lo.shape[0]), generator=gen)
+        x = lo + (hi - lo) * torch.rand((budget.restarts, lo.shape[0]), generator=gen, device=lo.device)
         if r == 0:
             x[0] = (lo + hi) / 2
         found = _descend(run, prop, x, lo, hi, a, b, budget.steps, deadline, others)

@@ -29,6 +29,7 @@ import torch
 
 from ..checkpoints import LoadedModel
 from ..defaults import FLOAT_SAFETY_ULPS
+from ..device import model_device
 from ..errors import LipschitzUnverifiedError
 from ..threat import Norm
 from .parser import Atom, Property
@@ -53,7 +54,7 @@ def prove(model: LoadedModel, prop: Property, shape: tuple[int, ...]) -> tuple[b
                                 batch_sizes=(1,))
     except LipschitzUnverifiedError as err:
         return False, f"no sound ℓ∞ certificate: {err}"
-    x = torch.from_numpy(ball.centre).reshape((1,) + shape)
+    x = torch.from_numpy(ball.centre).reshape((1,) + shape).to(model_device(model.module))
     with torch.no_grad():
         logits, err = plan.logits(boxed.module, x)
     label = prop.robustness_label()
@@ -82,7 +83,7 @@ def _grid_bounds(lo: float, hi: float) -> tuple[float, float]:
 def _robustness(plan: Any, logits: torch.Tensor, err: Any, label: int, eps: float) -> tuple[bool, str]:
     from ..certificates.margins import logit_stats
 
-    stats = logit_stats(logits, torch.tensor([label]))
+    stats = logit_stats(logits, torch.tensor([label], device=logits.device))
     radius = float(plan.radii(logits, stats, err)[0])
     predicted = int(stats.prediction[0])
     if predicted == label and radius > eps:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import LoadedModel
+from ..device import model_device
 from ..errors import BadInputError
 from .falsify import DEFAULT_BUDGET, Checker, Counterexample, SearchBudget, search
 from .parser import Property
@@ -116,15 +117,18 @@ def example_shape(model: LoadedModel, prop: Property) -> tuple[int, ...]:
 
 
 def _runner(model: LoadedModel, shape: tuple[int, ...]) -> Any:
+    """Inputs and outputs on the CPU; the model runs on its own device."""
+    device = model_device(model.module)
+
     def run(x: torch.Tensor) -> torch.Tensor:
-        y = model.module(x.reshape((x.shape[0],) + shape))
-        return y.reshape(y.shape[0], -1)
+        y = model.module(x.to(device).reshape((x.shape[0],) + shape))
+        return y.reshape(y.shape[0], -1).cpu()
     return run
 
 
 def _check_outputs(run: Any, prop: Property) -> None:
     with torch.no_grad():
-        y = run(torch.zeros((1, prop.num_inputs)))
+        y = run(torch.zeros((1, prop.num_inputs), device="cpu"))
     if y.shape[1] != prop.num_outputs:
         raise BadInputError(f"the property declares {prop.num_outputs} outputs but the model gives {y.shape[1]}",
                             param="property")

@@ -39,7 +39,7 @@ def onnx_bytes(net: nn.Module) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(1, 784),), buf, dynamo=False, input_names=["X"], output_names=["Y"])
+        torch.onnx.export(net, (torch.zeros(1, 784, device="cpu"),), buf, dynamo=False, input_names=["X"], output_names=["Y"])
     return buf.getvalue()
 
 
