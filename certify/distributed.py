@@ -144,11 +144,17 @@ def init_world(device: Any = None) -> World:
         return current_world()
     timeout = datetime.timedelta(seconds=timeout_seconds())
     cuda = device is not None and torch.device(device).type == "cuda"
-    store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
     kwargs = {"device_id": torch.device(device)} if cuda else {}
-    dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=size, timeout=timeout,
-                            **kwargs)
-    group = dist.new_group(backend="gloo", timeout=timeout) if cuda else None
+    try:
+        store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
+        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=size,
+                                timeout=timeout, **kwargs)
+        group = dist.new_group(backend="gloo", timeout=timeout) if cuda else None
+    except (RuntimeError, ValueError) as err:  # DistStoreError (a timeout) is a RuntimeError
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise RuntimeFailure(f"rank {world.rank} of {world.world_size} could not join the other ranks "
+                             f"(MASTER_ADDR {os.environ.get('MASTER_ADDR')!r}, MASTER_PORT "
+                             f"{os.environ.get('MASTER_PORT')!r}): {first}") from err
     _STATE.update(store=store, group=group, exchanges=0)
     return world
 
