@@ -173,7 +173,9 @@ def check_lipschitz_constant(loaded: Any, norm: str, certificate: str, lipschitz
 
 def run_device_for(device: str) -> Any:
     """The device of this run; under torchrun, this rank's (``cuda`` → ``cuda:LOCAL_RANK``), after
-    joining the process group (left when the command ends)."""
+    joining the process group (left when the process exits: commands run in one process share it)."""
+    import atexit
+
     from ..device import resolve_device
     from ..distributed import close_world, init_world, rank_device, world_from_env
 
@@ -183,5 +185,6 @@ def run_device_for(device: str) -> Any:
 
         torch.cuda.set_device(dev)
     if init_world(dev).distributed:
-        click.get_current_context().find_root().call_on_close(close_world)
+        atexit.unregister(close_world)
+        atexit.register(close_world)
     return dev
