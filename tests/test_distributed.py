@@ -120,14 +120,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch(commands: list[list[str]], timeout_s: float = 30) -> list[tuple[int, str, str, float]]:
+def launch(commands: list[list[str]], timeout_s: float = 30,
+           env_per_rank: list[dict[str, str]] | None = None) -> list[tuple[int, str, str, float]]:
     """Run one command per rank, as torchrun would; (exit code, stdout, stderr, seconds) per rank."""
     port, n = _free_port(), len(commands)
     procs, t0 = [], time.monotonic()
     for rank, cmd in enumerate(commands):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": str(n), "LOCAL_RANK": str(rank),
-               "LIPCERT_DIST_TIMEOUT": str(timeout_s)}
+               "LIPCERT_DIST_TIMEOUT": str(timeout_s), **(env_per_rank[rank] if env_per_rank else {})}
         procs.append(subprocess.Popen([sys.executable, *cmd], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     out = []
@@ -246,3 +247,28 @@ def test_torchrun_three_processes_attack_equals_one_process(model, tmp_path, att
     doc = json.loads(out.read_text())
     assert doc["world_size"] == 3  # 2 chunks over 3 ranks: rank 0's shard is empty
     assert stable(doc) == stable(one_process(args))
+
+
+def test_sigterm_on_one_rank_keeps_the_finished_chunks_and_one_process_resumes(tmp_path):
+    """1000 points = chunks 0 and 1: rank 0 attacks chunk 0, rank 1 chunk 1 and is interrupted
+    (SIGTERM) in it.  The partial JSON keeps chunk 0; ``--resume`` on one process attacks chunk 1,
+    and the result equals an uninterrupted one-process run."""
+    import torch
+
+    from .test_interrupt_attack import SelfInterrupting
+
+    model = tmp_path / "rows.pt"
+    torch.save(SelfInterrupting(), model)
+    common = ["attack", str(model), "--trust-checkpoint", "--data", "demo", "--limit", "1000", "--norm", "l2",
+              "--eps", "0.02,0.05", "--attacks", "pgd", "--steps", "5,10", "--certificate", "l2-multi",
+              "--assume-lipschitz", "-q"]
+    partial_path = tmp_path / "partial.json"
+    runs = launch([["-m", "certify", *common, "--json", str(partial_path)]] * 2,
+                  env_per_rank=[{}, {"LIPCERT_TEST_KILL_AFTER": "40"}])
+    assert [r[0] for r in runs] == [130, 130], [r[2] for r in runs]
+    partial = json.loads(partial_path.read_text())
+    assert partial["partial"] is True and partial["world_size"] == 2 and partial["data"]["n"] == 512
+    resumed = one_process([*common, "--resume", str(partial_path)])
+    fresh = one_process(common)
+    assert resumed["partial"] is False and resumed["data"]["n"] == 1000
+    assert stable(resumed) == stable(fresh)
