@@ -169,6 +169,11 @@ def one_process(args: list[str]) -> dict[str, Any]:
 CERTIFY = ["certify", "--norm", "l2", "--eps", "0.1,0.3", "--data", "demo", "--limit", "600"]  # 2 chunks: 512 + 88
 ATTACK = ["attack", "--norm", "l2", "--eps", "0.3,0.5", "--attacks", "pgd", "--steps", "2,3", "--data", "demo",
           "--limit", "600"]
+ANALYZE = ["analyze", "--norm", "l2", "--eps", "0,0.3", "--attacks", "pgd", "--steps", "2", "--no-train-margins",
+           "--data", "demo", "--limit", "600"]
+SUITE = ("model: {{path: {model}}}\ndata: {{source: demo, limit: 600}}\nnorm: l2\neps: [0.1, 0.3]\n"
+         "attacks: {{names: [pgd], steps: [2]}}\nlipschitz: false\nanalysis: {{train_margins: false}}\n"
+         "gates: {{min_clean_accuracy: 0.5}}\n")
 #: Runs the CLI's ``main`` once per argument list, in one process (one torch import per rank); the
 #: commands share the process group.
 SEVERAL = """
@@ -189,17 +194,24 @@ def with_model(command: list[str], model: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_ranks(model, tmp_path_factory) -> dict[str, Any]:
-    """certify then attack on 2 processes; each rank asks for its own JSON file (only rank 0 may write)."""
+    """certify, attack, analyze and run on 2 processes; each rank asks for its own files (only rank 0 may
+    write)."""
     tmp = tmp_path_factory.mktemp("two")
+    suite = tmp / "suite.yaml"
+    suite.write_text(SUITE.format(model=model))
     commands = []
     for rank in range(2):
         commands.append(["-c", SEVERAL, json.dumps([
             [*with_model(CERTIFY, model), "--json", str(tmp / f"certify{rank}.json"), "-q"],
-            [*with_model(ATTACK, model), "--json", str(tmp / f"attack{rank}.json"), "-q"]])])
+            [*with_model(ATTACK, model), "--json", str(tmp / f"attack{rank}.json"), "-q"],
+            [*with_model(ANALYZE, model), "--json", str(tmp / f"analyze{rank}.json"), "-q"],
+            ["run", str(suite), "--json", str(tmp / f"run{rank}.json"), "--junit", str(tmp / f"run{rank}.xml"),
+             "-q"]])])
     runs = launch(commands)
     assert [r[0] for r in runs] == [0, 0], [r[2] for r in runs]
-    assert not list(tmp.glob("*1.json"))  # rank 1 writes nothing
-    return {k: json.loads((tmp / f"{k}0.json").read_text()) for k in ("certify", "attack")}
+    assert not list(tmp.glob("*1.*"))  # rank 1 writes nothing
+    assert (tmp / "run0.xml").exists()
+    return {k: json.loads((tmp / f"{k}0.json").read_text()) for k in ("certify", "attack", "analyze", "run")}
 
 
 def test_certify_on_two_processes_writes_the_one_process_json(two_ranks, model):
@@ -213,6 +225,19 @@ def test_attack_on_two_processes_writes_the_one_process_json(two_ranks, model):
     assert doc["world_size"] == 2 and doc["data"]["n"] == 600 and doc["partial"] is False
     assert stable(doc) == stable(one_process(with_model(ATTACK, model)))
     assert doc["results"][0]["successes"] > 0  # the attack found something: the comparison is not vacuous
+
+
+def test_analyze_and_run_on_two_processes_write_the_one_process_json(two_ranks, model, tmp_path):
+    analyze = two_ranks["analyze"]
+    assert analyze["world_size"] == 2 and analyze["attack"]["world_size"] == 2
+    assert stable(analyze) == stable(one_process(with_model(ANALYZE, model)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE.format(model=model))
+    res = CliRunner().invoke(main, ["run", str(suite), "--json", str(tmp_path / "run.json"), "-q"])
+    assert res.exit_code == 0, res.stderr
+    alone = json.loads((tmp_path / "run.json").read_text())
+    assert two_ranks["run"]["world_size"] == 2 and alone["world_size"] == 1
+    assert stable(two_ranks["run"]) == stable(alone)
 
 
 def test_a_rank_that_fails_or_dies_ends_the_run_with_one_line_naming_it(model, tmp_path):

@@ -131,12 +131,17 @@ def interrupt_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def main_process() -> bool:
+    """False on the ranks of a torchrun launch other than rank 0 (they neither write nor draw)."""
+    from ..distributed import world_from_env
+
+    return world_from_env().is_main
+
+
 def rank_outputs(quiet: bool, *paths: str | None) -> tuple[Any, ...]:
     """``(quiet, *paths)`` for this process: under torchrun only rank 0 writes files and draws
     progress and tables; the other ranks are quiet and write nothing."""
-    from ..distributed import world_from_env
-
-    if world_from_env().is_main:
+    if main_process():
         return (quiet, *paths)
     return (True, *(None for _ in paths))
 
