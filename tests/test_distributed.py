@@ -297,3 +297,12 @@ def test_sigterm_on_one_rank_keeps_the_finished_chunks_and_one_process_resumes(t
     fresh = one_process(common)
     assert resumed["partial"] is False and resumed["data"]["n"] == 1000
     assert stable(resumed) == stable(fresh)
+
+
+def test_malformed_torchrun_variables_are_one_line_of_bad_input(model, monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    res = CliRunner().invoke(main, [*with_model(CERTIFY, model), "-q"])
+    assert res.exit_code == 2
+    assert res.stderr == ("Error: RANK 3, WORLD_SIZE 2, LOCAL_RANK 0 do not describe a process of the run "
+                          "(need 0 ≤ RANK < WORLD_SIZE); launch with torchrun\n")
