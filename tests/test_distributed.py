@@ -274,10 +274,11 @@ def test_torchrun_three_processes_attack_equals_one_process(model, tmp_path, att
     assert stable(doc) == stable(one_process(args))
 
 
-def test_sigterm_on_one_rank_keeps_the_finished_chunks_and_one_process_resumes(tmp_path):
+@pytest.mark.parametrize("resume_ranks", [1, pytest.param(3, marks=pytest.mark.slow)])
+def test_sigterm_on_one_rank_keeps_the_finished_chunks_and_resume_completes(tmp_path, resume_ranks):
     """1000 points = chunks 0 and 1: rank 0 attacks chunk 0, rank 1 chunk 1 and is interrupted
-    (SIGTERM) in it.  The partial JSON keeps chunk 0; ``--resume`` on one process attacks chunk 1,
-    and the result equals an uninterrupted one-process run."""
+    (SIGTERM) in it.  The partial JSON keeps chunk 0; ``--resume`` on 1 (or 3) processes attacks
+    chunk 1, and the result equals an uninterrupted one-process run."""
     import torch
 
     from .test_interrupt_attack import SelfInterrupting
@@ -293,7 +294,14 @@ def test_sigterm_on_one_rank_keeps_the_finished_chunks_and_one_process_resumes(t
     assert [r[0] for r in runs] == [130, 130], [r[2] for r in runs]
     partial = json.loads(partial_path.read_text())
     assert partial["partial"] is True and partial["world_size"] == 2 and partial["data"]["n"] == 512
-    resumed = one_process([*common, "--resume", str(partial_path)])
+    resume = [*common, "--resume", str(partial_path)]
+    if resume_ranks == 1:
+        resumed = one_process(resume)
+    else:
+        runs = launch([["-m", "certify", *resume, "--json", "-"]] * resume_ranks)
+        assert [r[0] for r in runs] == [0] * resume_ranks, [r[2] for r in runs]
+        resumed = json.loads(runs[0][1])
+        assert resumed["world_size"] == resume_ranks
     fresh = one_process(common)
     assert resumed["partial"] is False and resumed["data"]["n"] == 1000
     assert stable(resumed) == stable(fresh)
