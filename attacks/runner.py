@@ -15,7 +15,12 @@ import numpy as np
 import torch
 
 from certify.data import ProgressFn
-from certify.defaults import ATTACK_CHUNK, CHECK_EPS_FRACTION, DEFAULT_CHECK_RESTARTS, DEFAULT_CHECK_STEPS
+from certify.defaults import (
+    ATTACK_CHUNK,
+    CHECK_EPS_FRACTION,
+    DEFAULT_CHECK_RESTARTS,
+    DEFAULT_CHECK_STEPS,
+)
 from certify.distributed import World, gather
 from certify.threat import Norm
 

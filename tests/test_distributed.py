@@ -26,7 +26,15 @@ from hypothesis import strategies as st
 from certify.certificates import CleanPass, Examples, sharded_clean_pass
 from certify.certificates.clean_pass import join_passes
 from certify.cli import main
-from certify.distributed import SINGLE, World, current_world, gather, shard, timeout_seconds, world_from_env
+from certify.distributed import (
+    SINGLE,
+    World,
+    current_world,
+    gather,
+    shard,
+    timeout_seconds,
+    world_from_env,
+)
 from certify.errors import BadInputError, RuntimeFailure
 from certify.results import header
 
