@@ -8,6 +8,7 @@ same JSON, ignoring only timestamps, seconds, argv and ``world_size``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -182,6 +183,16 @@ ANALYZE = ["analyze", "--norm", "l2", "--eps", "0,0.3", "--attacks", "pgd", "--s
 SUITE = ("model: {{path: {model}}}\ndata: {{source: demo, limit: 600}}\nnorm: l2\neps: [0.1, 0.3]\n"
          "attacks: {{names: [pgd], steps: [2]}}\nlipschitz: false\nanalysis: {{train_margins: false}}\n"
          "gates: {{min_clean_accuracy: 0.5}}\n")
+DATA_LIPSCHITZ = ["data-lipschitz", "demo", "--limit", "900"]  # one block of 2048 rows: rank 1 idle
+#: After the commands: the nearest-pair search in blocks of 64 rows (16 blocks, 8 per rank), written by rank 0.
+PAIR_SEARCH = """
+import dataclasses, json, os
+from certify import load_dataset
+from certify.lipschitz.estimates import data_lipschitz
+res = data_lipschitz(load_dataset("demo"), block=64)
+if os.environ["RANK"] == "0":
+    open({path!r}, "w").write(json.dumps(dataclasses.asdict(res)))
+"""
 #: Runs the CLI's ``main`` once per argument list, in one process (one torch import per rank); the
 #: commands share the process group.
 SEVERAL = """
@@ -193,6 +204,7 @@ for args in json.loads(sys.argv[1]):
     except SystemExit as stop:
         if stop.code:
             raise
+exec(sys.argv[2] if len(sys.argv) > 2 else "")
 """
 
 
@@ -214,12 +226,15 @@ def two_ranks(model, tmp_path_factory) -> dict[str, Any]:
             [*with_model(ATTACK, model), "--json", str(tmp / f"attack{rank}.json"), "-q"],
             [*with_model(ANALYZE, model), "--json", str(tmp / f"analyze{rank}.json"), "-q"],
             ["run", str(suite), "--json", str(tmp / f"run{rank}.json"), "--junit", str(tmp / f"run{rank}.xml"),
-             "-q"]])])
+             "-q"],
+            [*DATA_LIPSCHITZ, "--json", str(tmp / f"data-lipschitz{rank}.json"), "-q"]]),
+            PAIR_SEARCH.format(path=str(tmp / "pairs0.json"))])
     runs = launch(commands)
     assert [r[0] for r in runs] == [0, 0], [r[2] for r in runs]
     assert not list(tmp.glob("*1.*"))  # rank 1 writes nothing
     assert (tmp / "run0.xml").exists()
-    return {k: json.loads((tmp / f"{k}0.json").read_text()) for k in ("certify", "attack", "analyze", "run")}
+    return {k: json.loads((tmp / f"{k}0.json").read_text())
+            for k in ("certify", "attack", "analyze", "run", "data-lipschitz", "pairs")}
 
 
 def test_certify_on_two_processes_writes_the_one_process_json(two_ranks, model):
@@ -246,6 +261,19 @@ def test_analyze_and_run_on_two_processes_write_the_one_process_json(two_ranks, 
     alone = json.loads((tmp_path / "run.json").read_text())
     assert two_ranks["run"]["world_size"] == 2 and alone["world_size"] == 1
     assert stable(two_ranks["run"]) == stable(alone)
+
+
+def test_data_lipschitz_on_two_processes_finds_the_one_process_pair(two_ranks):
+    doc = two_ranks["data-lipschitz"]
+    assert doc["world_size"] == 2
+    res = CliRunner().invoke(main, [*DATA_LIPSCHITZ, "--json", "-", "-q"])
+    assert res.exit_code == 0, res.stderr
+    assert stable(doc) == stable(json.loads(res.stdout))
+    from certify import load_dataset
+    from certify.lipschitz.estimates import data_lipschitz
+
+    alone = dataclasses.asdict(data_lipschitz(load_dataset("demo"), block=64))
+    assert stable(two_ranks["pairs"]) == stable(alone)  # the rows searched on two ranks, 8 blocks each
 
 
 def test_a_rank_that_fails_or_dies_ends_the_run_with_one_line_naming_it(model, tmp_path):
