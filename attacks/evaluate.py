@@ -40,14 +40,13 @@ from certify.certificates import (
     NoCertificate,
     batch_sizes_for,
     check_finite_logits,
-    clean_pass,
     model_num_classes,
     plan_certificate,
+    sharded_clean_pass,
 )
 from certify.checkpoints import LoadedModel
 from certify.data import Dataset, ProgressFn, check_against_model
 from certify.defaults import (
-    ATTACK_CHUNK,
     DEFAULT_ATTACK_BATCH_SIZE,
     DEFAULT_ATTACK_STEPS,
     DEFAULT_ATTACKS,
@@ -58,6 +57,7 @@ from certify.defaults import (
     ZERO_GRADIENT_SHARE,
 )
 from certify.device import run_device
+from certify.distributed import World, current_world
 from certify.errors import BadInputError
 from certify.flags import Flag
 from certify.threat import Norm, parse_eps
@@ -66,7 +66,7 @@ from .base import Attack, input_gradient
 from .registry import ATTACKS, attack_class
 from .report import AttackReport, build_report, raise_violation
 from .resume import AttackResume, take_resume
-from .runner import Run, Ticker, check_sampled, run_suite
+from .runner import Run, Ticker, check_sampled, run_chunks
 
 
 def evaluate(
@@ -90,6 +90,7 @@ def evaluate(
     progress: ProgressFn | None = None,
     resume: AttackResume | None = None,
     plan: CertificatePlan | NoCertificate | None = None,
+    world: World | None = None,
 ) -> AttackReport:
     """Attack every example of ``data`` with a suite; see the module docs for the semantics.
 
@@ -107,7 +108,12 @@ def evaluate(
     ``seed`` and its start), so results do not depend on interruptions.  A ``KeyboardInterrupt``
     returns the completed chunks with ``partial=True``; ``resume`` (:func:`attacks.resume.resume_state`
     of that partial JSON, same settings) skips them and merges.
+
+    Under torchrun (``world``, default: the initialised process group's) each rank attacks its shard
+    of the chunks and every rank gets the whole report, the same as one process's (the certificate
+    check, ``check_certificates``, runs on every rank).
     """
+    world = current_world() if world is None else world
     norm, eps_t = Norm.parse(norm), parse_eps(list(eps))
     steps_t = _check_args(steps, restarts, check_certificates, batch_size)
     specs = _resolve_attacks(attacks, norm, min_distance)
@@ -120,28 +126,27 @@ def evaluate(
                         batch_size, plan)
     if plan is not None and plan.assumed_flag_detail() is not None:
         flags.append(Flag("lipschitz-assumed", plan.assumed_flag_detail()))
-    clean = _clean(model, data, plan, batch_size, dev)
+    clean = _clean(model, data, plan, batch_size, dev, world)
     x, y = data.batch(0, len(data), "cpu")
     flags += gradient_flags(model.module, x, y, clean.correct, dev)
     rows = sum(len(eps_t) * (len(steps_t) if cls.scales_with_steps else 1) for _, cls in specs)
     run = Run(model.module, x, y, norm, eps_t, model.metadata.bounds, clean.correct,
               clean.radius if certify_first else np.full(len(y), np.nan), batch_size, dev, seed,
-              Ticker(rows * len(y) + check_certificates, progress))
+              Ticker(0, progress))
     settings = attack_settings(model, data, norm=norm, eps=eps_t, attacks=[k for k, _ in specs], steps=steps_t,
                                restarts=restarts, certify_first=certify_first, cascade=cascade,
                                certificate=certificate, assume_lipschitz=assume_lipschitz,
                                check_certificates=check_certificates, seed=seed)
     if resume is not None:
         take_resume(run, resume, settings)
-        run.tick(rows * run.completed)
+    lo, hi = world.shard(len(y), start=run.completed)
+    run.tick.total = rows * (hi - lo) + check_certificates
     partial, checked = False, 0
     notes += ("cascade: each row is the robust accuracy after that attack and the attacks above it",) \
         if cascade and len(specs) > 1 else ()
     try:
-        for lo in range(run.completed, len(y), ATTACK_CHUNK):
-            hi = min(len(y), lo + ATTACK_CHUNK)
-            run.absorb(run_suite(run.chunk(lo, hi), specs, steps_t, restarts, cascade), lo, hi)
-        if check_certificates:
+        partial = run_chunks(run, specs, steps_t, restarts, cascade, world)
+        if check_certificates and not partial:
             checked = check_sampled(run, clean.radius, check_certificates, specs)
     except KeyboardInterrupt:
         partial = True
@@ -155,9 +160,10 @@ def evaluate(
 
 
 def _clean(model: LoadedModel, data: Dataset, plan: CertificatePlan | None, batch_size: int,
-           device: torch.device) -> Any:
-    """The clean pass (certify's batched loop): predictions, margins and, with a plan, radii."""
-    done = clean_pass(model.module, data, device, plan=plan, batch_size=batch_size)
+           device: torch.device, world: World) -> Any:
+    """The clean pass (certify's batched loop, sharded under torchrun): predictions, margins and, with a
+    plan, radii."""
+    done = sharded_clean_pass(model.module, data, device, plan=plan, batch_size=batch_size, world=world)
     if done.partial:
         raise KeyboardInterrupt  # nothing was attacked yet: there is no partial result to keep
     check_finite_logits(done.examples)

@@ -1,5 +1,10 @@
 """Running an attack suite over the points: chunks with their own seeds, cascades, minimum-norm
-attacks, violations of certified radii and the certificate check (see :mod:`attacks.evaluate`)."""
+attacks, violations of certified radii and the certificate check (see :mod:`attacks.evaluate`).
+
+Under torchrun each rank runs the chunks of its shard (:func:`certify.distributed.shard`) and the
+finished chunks of every rank are absorbed, in dataset order, on every rank (:func:`run_chunks`).
+A chunk's seed depends on the run's seed and its first index only, so results do not depend on
+the number of processes."""
 
 from __future__ import annotations
 
@@ -10,7 +15,13 @@ import numpy as np
 import torch
 
 from certify.data import ProgressFn
-from certify.defaults import CHECK_EPS_FRACTION, DEFAULT_CHECK_RESTARTS, DEFAULT_CHECK_STEPS
+from certify.defaults import (
+    ATTACK_CHUNK,
+    CHECK_EPS_FRACTION,
+    DEFAULT_CHECK_RESTARTS,
+    DEFAULT_CHECK_STEPS,
+)
+from certify.distributed import World, gather
 from certify.threat import Norm
 
 from .apgd import APGD
@@ -73,8 +84,16 @@ class Run:
         return Run(self.module, self.x[lo:hi], self.y[lo:hi], self.norm, self.eps, self.bounds, self.correct[lo:hi],
                     self.radius[lo:hi], self.batch_size, self.device, seed, self.tick, offset=lo)
 
-    def absorb(self, part: Run, lo: int, hi: int) -> None:
-        """Take over a finished chunk ``lo:hi``; rows add up over chunks."""
+    def finished(self) -> ChunkResult:
+        """What this chunk's run found, without its model and data (what ranks exchange)."""
+        lo = self.offset
+        return ChunkResult(lo, lo + len(self.correct), self.broken, self.min_dist, self.min_attack,
+                           tuple(self.results), tuple(self.violations))
+
+    def absorb(self, part: ChunkResult) -> None:
+        """Take over the finished chunk that follows the completed points; rows add up over chunks."""
+        lo, hi = part.lo, part.hi
+        assert lo == self.completed, f"chunk {lo}:{hi} absorbed after {self.completed} points"
         self.broken[:, lo:hi] = part.broken
         self.min_dist[lo:hi] = part.min_dist
         self.min_attack[lo:hi] = part.min_attack
@@ -97,8 +116,45 @@ class Run:
                            on_batch=lambda b: self.tick(b * weight))
 
 
+@dataclass(frozen=True)
+class ChunkResult:
+    """The state of one finished chunk ``lo:hi`` of a run (see :meth:`Run.absorb`)."""
+
+    lo: int
+    hi: int
+    broken: np.ndarray  #: ε × points
+    min_dist: np.ndarray
+    min_attack: np.ndarray
+    results: tuple[AttackResult, ...]
+    violations: tuple[Violation, ...]
+
+
 #: Key mixed into the seed of every chunk after the first (the first keeps the run's seed).
 CHUNK_SEED_KEY = 7_777_777
+
+
+def run_chunks(run: Run, specs: list[tuple[str, type[Attack]]], steps: tuple[int, ...], restarts: int,
+               cascade: bool, world: World) -> bool:
+    """Attack this rank's chunks of the points after ``run.completed``; absorb every rank's, in order.
+
+    Returns whether the run is partial: a ``KeyboardInterrupt`` stops this rank after its last
+    finished chunk, and the run keeps the chunks up to the first one missing.
+    """
+    lo, hi = world.shard(len(run.correct), start=run.completed)
+    done: list[ChunkResult] = []
+    stopped = False
+    try:
+        for a in range(lo, hi, ATTACK_CHUNK):
+            b = min(hi, a + ATTACK_CHUNK)
+            done.append(run_suite(run.chunk(a, b), specs, steps, restarts, cascade).finished())
+    except KeyboardInterrupt:
+        stopped = True
+    for chunks, rank_stopped in gather((done, stopped), world, "the attack results"):
+        for part in chunks:
+            run.absorb(part)
+        if rank_stopped:
+            return True
+    return run.completed < len(run.correct)
 
 
 def run_suite(run: Run, specs: list[tuple[str, type[Attack]]], steps: tuple[int, ...], restarts: int,

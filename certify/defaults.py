@@ -112,6 +112,9 @@ DEFAULT_ATTACK_BATCH_SIZE = 256
 #: ``lipcert attack`` attacks points in chunks of this many (independent of the batch size), each with
 #: its own seed: an interrupted run keeps its completed chunks and ``--resume`` gives the same results.
 ATTACK_CHUNK = 512
+#: Under torchrun, how long a rank waits for the others at an exchange of results before the run fails
+#: (a rank that dies is noticed at once; this bounds one that hangs).  ``LIPCERT_DIST_TIMEOUT`` overrides it.
+DIST_TIMEOUT_SECONDS = 7200
 #: PGD step size relative to ε (foolbox's defaults: 0.025 for L2, 0.01/0.3 for ℓ∞).
 DEFAULT_PGD_REL_STEPSIZE: dict[str, float] = {"l2": 0.025, "linf": 0.01 / 0.3}
 #: PGD's first run starts uniformly in the ball of this radius × ε; restarts use the full ball.

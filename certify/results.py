@@ -1,7 +1,7 @@
 """The results JSON: built, written, read and validated here, and nowhere else.
 
 Every lipcert JSON starts with :func:`header` (``lipcert_version``, ``schema_version``,
-``command``, ``argv``, ``created``) and is made of plain JSON types (:func:`jsonable`:
+``command``, ``argv``, ``created``, ``world_size``) and is made of plain JSON types (:func:`jsonable`:
 NaN and ±inf become ``null``).  The kinds, by ``command``:
 
 ==================  ==========================  ==============================================
@@ -86,12 +86,15 @@ def write_results(data: Any, path: str | os.PathLike[str], out: Any = None) -> N
         write_text_atomic(path, text)
 
 
-def header(command: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """The keys every lipcert JSON starts with."""
+def header(command: str, argv: Sequence[str] | None = None, world_size: int | None = None) -> dict[str, Any]:
+    """The keys every lipcert JSON starts with; ``world_size``: the processes of the run (default: the
+    initialised process group's, 1 without torchrun).  Nothing else in a document depends on it."""
     from ._version import __version__
+    from .distributed import current_world
 
+    size = current_world().world_size if world_size is None else int(world_size)
     return {"lipcert_version": __version__, "schema_version": JSON_SCHEMA_VERSION, "command": command,
-            "argv": list(argv) if argv is not None else None, "created": timestamp()}
+            "argv": list(argv) if argv is not None else None, "created": timestamp(), "world_size": size}
 
 
 def timestamp() -> str:
@@ -277,7 +280,7 @@ FRACTION_KEYS = frozenset({"clean_accuracy", "certified_accuracy", "robust_accur
 #: Keys whose values are finite numbers ≥ 0.
 NONNEGATIVE_KEYS = frozenset({"eps", "median_radius", "median_certified_radius", "median_adv_distance",
                               "lipschitz_constant", "global_bound", "seconds", "certified_count", "attacked",
-                              "successes", "restarts", "n"})
+                              "successes", "restarts", "n", "world_size"})
 #: Keys whose values are true or false.
 BOOL_KEYS = frozenset({"partial", "lipschitz_verified", "verified"})
 #: Keys whose values name a norm (:data:`certify.threat.NORMS`).
@@ -347,6 +350,7 @@ def _combined(raw: dict[str, Any], where: str, param: str) -> dict[str, Any]:
                             data=raw.get("data") or {}, partial=bool(raw.get("partial")),
                             **{cmd: raw})
     wrapped["created"] = raw.get("created")
+    wrapped["world_size"] = raw.get("world_size")
     return wrapped
 
 

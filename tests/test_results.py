@@ -3,7 +3,8 @@
 The layout below was taken from the JSON of ``lipcert certify``/``attack``/``analyze`` before the
 results and rendering code moved into :mod:`certify.results` and :mod:`certify.reporting`; the
 same runs must keep giving the same keys in the same order, written byte for byte as
-:func:`certify.results.dumps` writes them.
+:func:`certify.results.dumps` writes them.  One key was added deliberately since: ``world_size`` after
+``created`` in every header (issue 14: the processes of a torchrun run, 1 without torchrun).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .helpers_analysis import make_model
 LAYOUT = {
     "certify": {
         "": (
-            "lipcert_version schema_version command argv created model data norm certificate certificate_norm "
+            "lipcert_version schema_version command argv created world_size model data norm certificate certificate_norm "
             "lipschitz_constant lipschitz_verified lipschitz_basis lipschitz_reason clean_accuracy mean_gap "
             "median_radius results flags partial seed seconds settings per_example"
         ),
@@ -46,7 +47,7 @@ LAYOUT = {
     },
     "attack": {
         "": (
-            "lipcert_version schema_version command argv created model data norm eps attacks steps restarts "
+            "lipcert_version schema_version command argv created world_size model data norm eps attacks steps restarts "
             "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped "
             "certificates_checked violations iteration_scaling flags notes partial seed seconds settings "
             "per_example"
@@ -64,13 +65,13 @@ LAYOUT = {
     },
     "analyze": {
         "": (
-            "lipcert_version schema_version command created seed name model data certify attack lipschitz "
+            "lipcert_version schema_version command created world_size seed name model data certify attack lipschitz "
             "analysis partial notes"
         ),
         "model": "path sha256 format",
         "data": "source split n",
         "certify": (
-            "lipcert_version schema_version command argv created model data norm certificate certificate_norm "
+            "lipcert_version schema_version command argv created world_size model data norm certificate certificate_norm "
             "lipschitz_constant lipschitz_verified lipschitz_basis lipschitz_reason clean_accuracy mean_gap "
             "median_radius results flags partial seed seconds settings per_example"
         ),
@@ -83,7 +84,7 @@ LAYOUT = {
         ),
         "certify.per_example": "index label prediction gap margin radius",
         "attack": (
-            "lipcert_version schema_version command argv created model data norm eps attacks steps restarts "
+            "lipcert_version schema_version command argv created world_size model data norm eps attacks steps restarts "
             "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped "
             "certificates_checked violations iteration_scaling flags notes partial seed seconds settings "
             "per_example"
@@ -98,7 +99,7 @@ LAYOUT = {
         ),
         "attack.per_example": "index label prediction gap margin radius min_adv_distance min_adv_attack robust",
         "lipschitz": (
-            "lipcert_version schema_version command argv created model norm verified unverifiable_ops "
+            "lipcert_version schema_version command argv created world_size model norm verified unverifiable_ops "
             "graph_source global_bound per_logit_bounds pair_bounds layers empirical"
         ),
         "lipschitz.layers[]": "name op bound estimate method reused",

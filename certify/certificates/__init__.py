@@ -7,7 +7,15 @@ Every name that ``certify.certificates`` offered before it became a package is r
 from __future__ import annotations
 
 from ..threat import parse_eps, parse_number
-from .clean_pass import CleanPass, Examples, check_finite_logits, clean_pass, concat_examples, model_num_classes
+from .clean_pass import (
+    CleanPass,
+    Examples,
+    check_finite_logits,
+    clean_pass,
+    concat_examples,
+    model_num_classes,
+    sharded_clean_pass,
+)
 from .plan import (
     CertificatePlan,
     NoCertificate,
@@ -28,4 +36,5 @@ __all__ = [
     "certify", "certify_settings", "check_finite_logits", "check_resume_settings", "check_resumed_rows",
     "claim_certificate", "claim_holds", "clean_pass", "concat_examples", "model_num_classes", "parse_eps",
     "parse_number", "plan_certificate", "plan_or_refusal", "relevant_bound", "resolved_certificate", "resume_examples",
+    "sharded_clean_pass",
 ]

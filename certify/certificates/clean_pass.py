@@ -10,14 +10,15 @@ forward pass and each example gets its certified radius; without one the radius 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from ..data import Dataset, ProgressFn
 from ..device import is_out_of_memory, smaller_batch
-from ..errors import BadInputError
+from ..distributed import World, current_world, gather
+from ..errors import BadInputError, RuntimeFailure
 from ..flags import Flag, check_outputs, check_softmax_ending, check_training_mode
 from .margins import logit_stats
 
@@ -55,18 +56,20 @@ class CleanPass:
 
 
 def clean_pass(module: Any, data: Dataset, device: torch.device, *, plan: Any = None, batch_size: int,
-               progress: ProgressFn | None = None, start: int = 0) -> CleanPass:
-    """Examples ``start..len(data)`` in batches of ``batch_size`` on ``device`` (see the module docs).
+               progress: ProgressFn | None = None, start: int = 0, stop: int | None = None) -> CleanPass:
+    """Examples ``start..stop`` (default: to the end) in batches of ``batch_size`` on ``device`` (see the
+    module docs).
 
     Out of memory halves the batch and retries; a ``KeyboardInterrupt`` returns the rows done with
     ``partial=True``.  Results come back on the CPU.
     """
+    stop = len(data) if stop is None else stop
     chunks: dict[str, list[torch.Tensor]] = {k: [] for k in COLUMNS}
     done, partial = start, False
     try:
         with torch.inference_mode():
-            while done < len(data):
-                x, y = data.batch(done, done + batch_size, device)
+            while done < stop:
+                x, y = data.batch(done, min(stop, done + batch_size), device)
                 try:
                     rows = _rows(module, plan, x, y)
                 except Exception as exc:
@@ -78,10 +81,39 @@ def clean_pass(module: Any, data: Dataset, device: torch.device, *, plan: Any = 
                     chunks[key].append(value.cpu())
                 done += x.shape[0]
                 if progress is not None:
-                    progress(done, len(data))
+                    progress(done - start, stop - start)
     except KeyboardInterrupt:
         partial = True
     return CleanPass(_examples(chunks, start, done), partial)
+
+
+def sharded_clean_pass(module: Any, data: Dataset, device: torch.device, *, plan: Any = None, batch_size: int,
+                       progress: ProgressFn | None = None, world: World | None = None) -> CleanPass:
+    """:func:`clean_pass` over this rank's shard (:func:`certify.distributed.shard`), the rows of every
+    rank joined in dataset order on every rank.
+
+    One process (``world`` None and no process group): :func:`clean_pass` itself.  An interrupted
+    rank ends the rows at its last one: a partial keeps the rows from example 0 up to the first gap.
+    """
+    world = current_world() if world is None else world
+    lo, hi = world.shard(len(data))
+    mine = clean_pass(module, data, device, plan=plan, batch_size=batch_size, progress=progress, start=lo, stop=hi)
+    if not world.distributed:
+        return mine
+    return join_passes(gather(mine, world, "the clean pass"))
+
+
+def join_passes(parts: Sequence[CleanPass]) -> CleanPass:
+    """Consecutive shards' passes as one: rows in order, up to the first shard that stopped early."""
+    rows, partial = parts[0].examples, parts[0].partial
+    for part in parts[1:]:
+        if partial:
+            break
+        if len(part.examples) and int(part.examples.index[0]) != len(rows):
+            raise RuntimeFailure(f"clean pass: a shard starts at example {int(part.examples.index[0])}, "
+                                 f"expected {len(rows)}; the ranks disagree about the data")
+        rows, partial = concat_examples(rows, part.examples), part.partial
+    return CleanPass(rows, partial)
 
 
 def _rows(module: Any, plan: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -20,9 +20,10 @@ from ..checkpoints import LoadedModel
 from ..data import Dataset, ProgressFn, check_against_model
 from ..defaults import DEFAULT_BATCH_SIZE
 from ..device import run_device
+from ..distributed import World
 from ..flags import Flag
 from ..threat import Norm, parse_eps
-from .clean_pass import Examples, check_finite_logits, clean_pass, model_num_classes
+from .clean_pass import Examples, check_finite_logits, model_num_classes, sharded_clean_pass
 from .margins import certified_mask
 from .plan import CertificatePlan, batch_sizes_for, plan_certificate
 from .resume import CertifyResume, certify_settings, check_resume_settings, check_resumed_rows
@@ -74,6 +75,7 @@ def certify(
     progress: ProgressFn | None = None,
     resume: CertifyResume | None = None,
     plan: CertificatePlan | None = None,
+    world: World | None = None,
 ) -> CertifyReport:
     """Certify every example of ``data``; see :class:`CertifyReport`.
 
@@ -82,6 +84,9 @@ def certify(
     the run and returns what was done, with ``partial=True``.  ``resume`` (:func:`resume_examples` of
     a partial run) is verified, not trusted: its settings must equal this run's, and its rows are
     recomputed and must agree with it.
+
+    Under torchrun (``world``, default: the initialised process group's) each rank passes its shard
+    of the data through the model and every rank gets the whole report, the same as one process's.
     """
     norm, eps_t = Norm.parse(norm), parse_eps(list(eps))
     settings = certify_settings(model, data, norm=norm, eps=eps_t, certificate=certificate,
@@ -101,7 +106,8 @@ def certify(
     plan.check_fits(norm, certificate)
     if plan.assumed_flag_detail() is not None:
         flags.append(Flag("lipschitz-assumed", plan.assumed_flag_detail()))
-    done = clean_pass(model.module, data, device, plan=plan, batch_size=batch_size, progress=progress)
+    done = sharded_clean_pass(model.module, data, device, plan=plan, batch_size=batch_size, progress=progress,
+                              world=world)
     check_finite_logits(done.examples)
     if resume is not None:
         check_resumed_rows(resume.examples, done.examples)

@@ -21,6 +21,7 @@ from .options import (
     load_model_from_options,
     model_options,
     parse_names,
+    run_device_for,
     run_options,
     set_debug,
 )
@@ -30,6 +31,7 @@ from .output import (
     emit_json,
     model_inputs,
     progress_bar,
+    rank_outputs,
     show,
     stderr_console,
 )
@@ -63,17 +65,18 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     """Certify, attack and analyse one model: lipcert analyze model.pt2 --norm l2 --json results.json"""
     from ..device import check_device_spec
 
+    quiet, json_path = rank_outputs(quiet, json_path)
     check_positive("--batch-size", batch_size)
     eps_values, steps = parse_eps_list(eps), int_list("--steps", steps_text)
     check_device_spec(device)  # usage errors before the heavy imports below
 
-    from ..device import resolve_device, seed_everything
+    from ..device import seed_everything
     from ..evaluation.pipeline import AnalyzeOptions
     from ..evaluation.pipeline import analyze as run_analyze
     from ..reporting.tables import analysis_tables, flags_table_json
 
     check_outputs({"--json": json_path}, model_inputs(model, arch, data_source))
-    dev = resolve_device(device)
+    dev = run_device_for(device)
     seed_everything(seed)
     opts = AnalyzeOptions(norm=norm, eps=eps_values, attacks=parse_names(attack_names),
                           steps=steps, restarts=restarts, certificate=certificate,

@@ -80,6 +80,18 @@ def _debug(ctx: click.Context) -> bool:
 
 
 def fail(message: str, code: int) -> None:
+    """``Error: message`` on stderr and exit ``code``; under torchrun a rank other than 0 says which it
+    is, and every rank leaves its message for the ranks waiting on it (:func:`certify.distributed.note_failure`)."""
+    from ..distributed import SINGLE, note_failure, world_from_env
+
+    try:
+        world = world_from_env()
+    except LipcertError:  # torchrun's variables are malformed: that is the message being shown
+        world = SINGLE
+    if world.distributed:
+        note_failure(message, world)
+        if not world.is_main:
+            message = f"rank {world.rank}: {message}"
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
 

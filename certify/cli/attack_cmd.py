@@ -22,6 +22,7 @@ from .options import (
     load_model_from_options,
     model_options,
     parse_names,
+    run_device_for,
     run_options,
 )
 from .output import (
@@ -30,6 +31,7 @@ from .output import (
     emit_json,
     model_inputs,
     progress_bar,
+    rank_outputs,
     show,
     stderr_console,
 )
@@ -77,6 +79,7 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     from ..device import check_device_spec
     from ..threat import parse_eps
 
+    quiet, json_path, per_example_path = rank_outputs(quiet, json_path, per_example_path)
     check_positive("--batch-size", batch_size)
     check_positive("--restarts", restarts)
     if check_certificates < 0:
@@ -91,13 +94,13 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
 
     from attacks import evaluate, resume_state
 
-    from ..device import resolve_device, seed_everything
+    from ..device import seed_everything
     from ..errors import CertificateViolation
     from ..reporting.examples_csv import attack_examples_csv
     from ..reporting.tables import attack_table, flags_table, iteration_scaling_table
     from ..results import attack_json, read_results
 
-    dev = resolve_device(device)
+    dev = run_device_for(device)
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
     data = load_data_from_options(loaded, data_source, data_root, split, limit)

@@ -18,6 +18,7 @@ from .options import (
     load_data_from_options,
     load_model_from_options,
     model_options,
+    run_device_for,
     run_options,
 )
 from .output import (
@@ -26,6 +27,7 @@ from .output import (
     emit_json,
     model_inputs,
     progress_bar,
+    rank_outputs,
     show,
     stderr_console,
 )
@@ -59,13 +61,14 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     from ..device import check_device_spec
     from ..threat import parse_eps
 
+    quiet, json_path, per_example_path = rank_outputs(quiet, json_path, per_example_path)
     check_positive("--batch-size", batch_size)
     eps_values = parse_eps(list(eps))
     check_device_spec(device)  # usage errors before the heavy imports below
 
     from ..certificates import certify as run_certify
     from ..certificates import resume_examples
-    from ..device import resolve_device, seed_everything
+    from ..device import seed_everything
     from ..io import output_set
     from ..reporting.examples_csv import examples_csv
     from ..reporting.tables import certify_table, flags_table
@@ -73,7 +76,7 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
 
     check_outputs({"--json": json_path, "--per-example": per_example_path},
                   {**model_inputs(model, arch, data_source), "the --resume file": resume_path})
-    dev = resolve_device(device)
+    dev = run_device_for(device)
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
     check_lipschitz_constant(loaded, norm, certificate, lipschitz_constant)

@@ -16,6 +16,7 @@ from .options import (
     load_data_from_options,
     load_model_from_options,
     model_options,
+    run_device_for,
     run_options,
 )
 from .output import (
@@ -25,6 +26,7 @@ from .output import (
     emit_json,
     model_inputs,
     progress_bar,
+    rank_outputs,
     show,
 )
 
@@ -45,15 +47,16 @@ def lipschitz(model: str, arch: str | None, arch_kwargs: str | None, trust_check
               data_source: str | None, data_root: str | None, split: str, limit: int, device: str, seed: int,
               json_path: str | None, quiet: bool) -> None:
     """Guaranteed Lipschitz bounds per layer, and empirical estimates: lipcert lipschitz model.pt2 --data demo"""
-    from ..device import resolve_device, seed_everything
+    from ..device import seed_everything
     from ..lipschitz import analyse
     from ..lipschitz.estimates import empirical_estimates
     from ..reporting.tables import empirical_table, lipschitz_table
     from ..results import lipschitz_json
 
+    quiet, json_path = rank_outputs(quiet, json_path)  # torchrun: every rank computes it all, rank 0 writes
     check_positive("--limit", limit)
     check_outputs({"--json": json_path}, model_inputs(model, arch, data_source))
-    dev = resolve_device(device)
+    dev = run_device_for(device)
     seed_everything(seed)
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)
     data = load_dataset_for_lipschitz(loaded, data_source, data_root, split, limit)
@@ -87,13 +90,13 @@ def data_lipschitz_cmd(data_source: str, split: str, data_root: str | None, limi
                        seed: int, json_path: str | None, quiet: bool) -> None:
     """Lip₂,∞ of a dataset ([WCAT] App. C): lipcert data-lipschitz fashion-mnist"""
     from ..data import load_dataset
-    from ..device import resolve_device
     from ..lipschitz.estimates import data_lipschitz
     from ..reporting.tables import data_lipschitz_table
     from ..results import data_lipschitz_json
 
+    quiet, json_path = rank_outputs(quiet, json_path)  # torchrun: every rank computes it all, rank 0 writes
     check_outputs({"--json": json_path}, {"the data": data_source})
-    dev = resolve_device(device)
+    dev = run_device_for(device)
     data = load_dataset(data_source, split=split, data_root=data_root, limit=limit)
     with progress_bar("data-lipschitz", len(data), quiet) as progress:
         result = data_lipschitz(data, device=dev, progress=progress)

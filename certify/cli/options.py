@@ -166,3 +166,25 @@ def check_lipschitz_constant(loaded: Any, norm: str, certificate: str, lipschitz
             f"--lipschitz-constant {lipschitz_constant:g} cannot apply to --certificate auto on this model: it "
             f"declares no {norm} Lipschitz claim, so auto uses pairwise bounds computed from the weights; "
             "name --certificate l2-multi, l2-single or linf-dist to certify with a given constant")
+
+
+# --------------------------------------------------------------------------- torchrun
+
+
+def run_device_for(device: str) -> Any:
+    """The device of this run; under torchrun, this rank's (``cuda`` → ``cuda:LOCAL_RANK``), after
+    joining the process group (left when the process exits: commands run in one process share it)."""
+    import atexit
+
+    from ..device import resolve_device
+    from ..distributed import close_world, init_world, rank_device, world_from_env
+
+    dev = rank_device(resolve_device(device), world_from_env())
+    if dev.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(dev)
+    if init_world(dev).distributed:
+        atexit.unregister(close_world)
+        atexit.register(close_world)
+    return dev

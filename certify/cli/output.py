@@ -131,6 +131,21 @@ def interrupt_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def main_process() -> bool:
+    """False on the ranks of a torchrun launch other than rank 0 (they neither write nor draw)."""
+    from ..distributed import world_from_env
+
+    return world_from_env().is_main
+
+
+def rank_outputs(quiet: bool, *paths: str | None) -> tuple[Any, ...]:
+    """``(quiet, *paths)`` for this process: under torchrun only rank 0 writes files and draws
+    progress and tables; the other ranks are quiet and write nothing."""
+    if main_process():
+        return (quiet, *paths)
+    return (True, *(None for _ in paths))
+
+
 def check_positive(name: str, value: int | None) -> None:
     if value is not None and value < 1:
         raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)

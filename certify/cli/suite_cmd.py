@@ -17,12 +17,14 @@ from .options import (
     int_list,
     option_group,
     parse_names,
+    run_device_for,
     set_debug,
 )
 from .output import (
     check_outputs,
     check_positive,
     emit_json,
+    main_process,
     progress_bar,
     show,
     stderr_console,
@@ -66,6 +68,9 @@ def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_so
     """Run a YAML suite and its gates: lipcert run suite.yaml --junit gates.xml"""
     from ..suites import json_paths, load_suite, run_suite
 
+    writer = main_process()  # under torchrun only rank 0 writes and draws
+    if not writer:
+        quiet, junit_path, summary_md_path = True, None, None
     check_positive("--batch-size", batch_size)
     check_positive("--limit", limit)
     overrides = dict(norm=norm, eps=parse_eps_list(eps), data_source=data_source, data_root=data_root,
@@ -79,9 +84,12 @@ def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_so
     paths = list(json_paths(suite))
     check_outputs({**{f"--json ({p})": p for p in paths}, "--pdf": suite.pdf_path, "--md": suite.md_path,
                    "--junit": junit_path, "--summary-md": summary_md_path}, suite_inputs(suite, suite_path))
+    run_device_for(suite.device)  # under torchrun: join the other ranks
     interactive = sys.stderr.isatty()  # the model count is known, the example count not yet
     with progress_bar("run", PROGRESS_MIN_EXAMPLES if interactive else 0, quiet) as progress:
         outcome = run_suite(suite, argv=sys.argv[1:], progress=progress)
+    if not writer:
+        paths = [None] * len(paths)
     if any(res.get("partial") for res in outcome.results):
         with output_set() as out:
             for res, path in zip(outcome.results, paths):
@@ -90,7 +98,8 @@ def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_so
     with output_set() as out:
         for res, path in zip(outcome.results, paths):
             emit_json(res, path, out)
-        write_reports(list(outcome.results), suite.pdf_path, suite.md_path, quiet, out)
+        if writer:
+            write_reports(list(outcome.results), suite.pdf_path, suite.md_path, quiet, out)
         failure = finish_gates(outcome.gates, junit_path, summary_md_path, quiet, out)
     show([summary_table_for(outcome.results)], quiet, False)
     show_gates(outcome.gates, quiet)

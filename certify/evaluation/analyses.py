@@ -279,11 +279,11 @@ def label_margins(model: Any, data: Any, *, batch_size: int = 256, device: Any =
 
 def forward_examples(model: Any, data: Any, *, batch_size: int = 256, device: Any = None) -> PerExample:
     """Labels, predictions, gaps and margins from a forward pass (no certificate: radius nan), through
-    certify's one batched loop (:func:`certify.certificates.clean_pass`).  ``model``: a loaded model
-    or a module; ``device=None``: the model's device."""
+    certify's one batched loop (:func:`certify.certificates.clean_pass`; sharded over the ranks under
+    torchrun).  ``model``: a loaded model or a module; ``device=None``: the model's device."""
     import torch
 
-    from ..certificates.clean_pass import clean_pass
+    from ..certificates.clean_pass import sharded_clean_pass
     from ..device import run_device
 
     module = getattr(model, "module", model)
@@ -291,7 +291,7 @@ def forward_examples(model: Any, data: Any, *, batch_size: int = 256, device: An
         device = run_device(module, device)
     elif device is None:
         device = torch.device("cpu")
-    done = clean_pass(module, data, device, batch_size=batch_size)
+    done = sharded_clean_pass(module, data, device, batch_size=batch_size)
     if done.partial:
         raise KeyboardInterrupt
     ex = done.examples

@@ -30,6 +30,7 @@ from ..defaults import (
     LOCAL_SEARCH_RADIUS,
     LOCAL_SEARCH_STEPS,
 )
+from ..distributed import World, current_world, gather
 from ..errors import BadInputError
 
 
@@ -172,13 +173,17 @@ class DataLipschitz:
 
 
 def data_lipschitz(data: Dataset, *, block: int = DATA_LIPSCHITZ_BLOCK, device: torch.device | str = "cpu",
-                   progress: ProgressFn | None = None) -> DataLipschitz:
+                   progress: ProgressFn | None = None, world: World | None = None) -> DataLipschitz:
     """Exact nearest differently-labelled pair: float32 blocked search, float64 re-check of candidate rows.
 
     Each pair (i, j) with label_i < label_j is looked at once, from row i.  A
     float32 pass gives every row's approximate nearest distance² within a
     proven rounding allowance τ; every row whose approximation is within 2τ of
     the best one is recomputed exactly in float64, so the minimum is exact.
+
+    Under torchrun (``world``, default: the initialised process group's) the ranks share the row
+    blocks of the float32 pass (block ``b`` goes to rank ``b mod world_size``: early blocks, with the
+    smallest labels, have the most candidates) and every rank gets every row's minimum.
     """
     import time
 
@@ -188,7 +193,7 @@ def data_lipschitz(data: Dataset, *, block: int = DATA_LIPSCHITZ_BLOCK, device: 
     device = torch.device(device)
     x = data.float_tensor().flatten(1).to(device)
     y = data.y.to(device)
-    approx, partner = _approx_row_minima(x, y, block, progress)
+    approx, partner = _approx_row_minima(x, y, block, progress, current_world() if world is None else world)
     sq = x.double().pow(2).sum(1)
     dim = x.shape[1]
     u = 2.0 ** -24
@@ -209,16 +214,19 @@ def data_lipschitz(data: Dataset, *, block: int = DATA_LIPSCHITZ_BLOCK, device: 
     return DataLipschitz(lip, dist, a, b, len(data), int(rows.numel()), time.perf_counter() - start)
 
 
-def _approx_row_minima(x: torch.Tensor, y: torch.Tensor, block: int,
-                       progress: ProgressFn | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row i: min over j with y_j > y_i of the float32 d²(i, j) (inf when none)."""
+def _approx_row_minima(x: torch.Tensor, y: torch.Tensor, block: int, progress: ProgressFn | None,
+                       world: World) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row i: min over j with y_j > y_i of the float32 d²(i, j) (inf when none); this rank's row
+    blocks, then every rank's (each row is computed by one rank, so the minimum over ranks is its value)."""
     order = torch.argsort(y, stable=True)
     xs, ys = x[order], y[order]
     sq = xs.pow(2).sum(1)
     n = xs.shape[0]
     mins = torch.full((n,), math.inf, device=x.device)
     arg = torch.full((n,), -1, dtype=torch.long, device=x.device)
-    for lo in range(0, n, block):
+    mine = range(world.rank * block, n, world.world_size * block)
+    total, done = sum(min(lo + block, n) - lo for lo in mine), 0
+    for lo in mine:
         hi = min(lo + block, n)
         first = int(torch.searchsorted(ys, ys[lo:hi].min(), right=True))  # rows with a larger label
         for clo in range(first, n, 4 * block):
@@ -229,8 +237,15 @@ def _approx_row_minima(x: torch.Tensor, y: torch.Tensor, block: int,
             take = m < mins[lo:hi]
             mins[lo:hi] = torch.where(take, m, mins[lo:hi])
             arg[lo:hi] = torch.where(take, j + clo, arg[lo:hi])
+        done += hi - lo
         if progress is not None:
-            progress(hi, n)
+            progress(done, total)
+    if world.distributed:
+        parts = gather((mins.cpu(), arg.cpu()), world, "the nearest-pair search")
+        all_mins = torch.stack([m for m, _ in parts])
+        mins, which = all_mins.min(dim=0)
+        arg = torch.stack([a for _, a in parts]).gather(0, which[None]).squeeze(0)
+        mins, arg = mins.to(x.device), arg.to(x.device)
     out_min = torch.empty_like(mins)
     out_min[order] = mins
     out_arg = torch.empty_like(arg)

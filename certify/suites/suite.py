@@ -204,9 +204,10 @@ def run_suite(suite: Suite, *, argv: Sequence[str] | None = None,
     """Run every model of the suite (certify, attacks, Lipschitz, analyses) and evaluate its gates."""
     from ..data import load_dataset
     from ..device import resolve_device, seed_everything
+    from ..distributed import current_world, rank_device
     from ..pipeline import analyze
 
-    dev = resolve_device(suite.device)
+    dev = rank_device(resolve_device(suite.device), current_world())  # under torchrun: cuda:LOCAL_RANK
     config = gate_config(suite.gates, suite.source) if suite.gates is not None else None
     opts = _analyze_options(suite, dev, argv)
     results, reports = [], []
