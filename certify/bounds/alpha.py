@@ -16,7 +16,7 @@ from .inputs import InputSet
 from .layers import Activation, Network
 
 DEFAULT_STEPS = 20
-DEFAULT_LR = 0.25
+DEFAULT_LR = 0.1
 
 
 def alpha_spec_bounds(net: Network, spec: torch.Tensor, inputs: InputSet, boxes: list[Box], *,

@@ -170,7 +170,7 @@ def _batch_norm(node: Any, consts: dict, s_in: tuple, s_out: tuple) -> Layer:
     beta = torch.zeros_like(mean) if b is None else _f64(b).view(shape)
     s = gam / torch.sqrt(var + float(eps))
     return Affine("aten.batch_norm", lambda x: x * s, lambda x: x * s.abs(), beta - s * mean, s_in, s_out,
-                  roundings=12, extra=s.abs() * mean.abs() + beta.abs())
+                  roundings=12, extra=s.abs() * mean.abs() + beta.abs(), structure="diagonal")
 
 
 def _avg_pool(node: Any, consts: dict, s_in: tuple, s_out: tuple) -> Layer:
@@ -190,7 +190,7 @@ def _pair(k: Any) -> tuple[int, int]:
 
 def _reshape(node: Any, consts: dict, s_in: tuple, s_out: tuple) -> Layer:
     return Affine(str(node.target), lambda x: x.reshape(x.shape[0], *s_out), lambda x: x.reshape(x.shape[0], *s_out),
-                  None, s_in, s_out, roundings=0)
+                  None, s_in, s_out, roundings=0, structure="reshape")
 
 
 def _identity(node: Any, consts: dict, s_in: tuple, s_out: tuple) -> Layer | None:
@@ -227,12 +227,15 @@ def _elementwise(kind: str) -> Callable[..., Layer]:
         if kind in ("add", "sub"):
             neg = -1.0 if kind == "sub" else 1.0
             scale, bias = (1.0, neg * alpha * c) if first_is_x else (neg * alpha, c)
-            return Affine(op, lambda x: scale * x, lambda x: abs(scale) * x, bias, s_in, s_out, roundings=1)
+            return Affine(op, lambda x: scale * x, lambda x: abs(scale) * x, bias, s_in, s_out, roundings=1,
+                          structure="diagonal")
         if kind == "div":
             if not first_is_x or bool((c == 0).any()):
                 raise UnverifiableOpError(f"unverifiable: {op} (division by the network's value, or by zero)")
-            return Affine(op, lambda x: x / c, lambda x: x / c.abs(), None, s_in, s_out, roundings=1)
-        return Affine(op, lambda x: x * c, lambda x: x * c.abs(), None, s_in, s_out, roundings=1)
+            return Affine(op, lambda x: x / c, lambda x: x / c.abs(), None, s_in, s_out, roundings=1,
+                          structure="diagonal")
+        return Affine(op, lambda x: x * c, lambda x: x * c.abs(), None, s_in, s_out, roundings=1,
+                          structure="diagonal")
 
     return rule
 

@@ -45,6 +45,9 @@ class Affine:
     matrix: torch.Tensor | None = field(default=None, repr=False)
     #: extra magnitude in the float forward's rounding term (BatchNorm: |s|·|mean| + |β|), broadcastable
     extra: torch.Tensor | None = None
+    #: how the transpose is taken: ``general`` (autograd), ``diagonal`` (elementwise scaling: lin itself)
+    #: or ``reshape`` (the reshape back)
+    structure: str = "general"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.lin(x)
@@ -64,9 +67,15 @@ class Affine:
         if self.matrix is not None:
             return lam @ self.matrix
         flat = lam.reshape(b * s, *self.out_shape)
+        if self.structure == "reshape":
+            return lam.reshape(b, s, *self.in_shape)
+        if self.structure == "diagonal":
+            return self.lin(flat).reshape(b, s, *self.in_shape)
         with torch.inference_mode(False), torch.enable_grad():
             x = torch.zeros(b * s, *self.in_shape, dtype=lam.dtype, device=lam.device, requires_grad=True)
-            (g,) = torch.autograd.grad(self.lin(x), x, flat.clone())
+            # create_graph keeps the result differentiable in lam (α-CROWN's gradient goes through it)
+            (g,) = torch.autograd.grad(self.lin(x), x, flat if lam.requires_grad else flat.clone(),
+                                       create_graph=lam.requires_grad)
         return g.reshape(b, s, *self.in_shape)
 
     def bias_term(self, lam: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,7 @@ def margin_bounds(net: Network, x0: torch.Tensor, pred: torch.Tensor, eps: torch
             bound = spec_bounds(net, spec, inputs, boxes)
         else:
             bound = alpha_spec_bounds(net, spec, inputs, boxes, steps=settings.alpha_steps)
+        bound = torch.maximum(bound, ibp_spec_bounds(net, spec, boxes))  # both sound: never below IBP
     return bound - spec_error(model_error(net, boxes), spec)
 
 

@@ -46,6 +46,8 @@ CERTIFICATES: dict[str, CertificateKind] = {
     ),
 }
 CERTIFICATE_NAMES = tuple(CERTIFICATES)
+#: certificates from bound propagation (:mod:`certify.bounds`, planned by :mod:`.bound_plan`)
+BOUND_CERTIFICATES = ("ibp", "crown", "alpha-crown")
 
 
 @dataclass(frozen=True)
