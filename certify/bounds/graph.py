@@ -252,6 +252,7 @@ RULES: dict[str, Callable[..., Layer | None]] = {
     "aten.view.default": _reshape,
     "aten.reshape.default": _reshape,
     "aten._unsafe_view.default": _reshape,
+    "aten.unflatten.int": _reshape,
     "aten.dropout.default": _identity,
     "aten.add.Tensor": _elementwise("add"),
     "aten.add.Scalar": _elementwise("add"),
