@@ -290,3 +290,35 @@ def test_certify_with_a_bound_certificate(tmp_path, certificate: str) -> None:
     with pytest.raises(Exception, match="cannot apply"):
         plan_certificate(model, norm="linf", certificate=certificate, lipschitz_constant=1.0, input_dim=36,
                          input_shape=SHAPE)
+
+
+@pytest.mark.parametrize("certificate", ["ibp", "crown"])
+def test_cli_certify_with_a_bound_certificate(tmp_path, certificate: str) -> None:
+    from click.testing import CliRunner
+
+    from certify.cli import main
+    from tests.helpers_lipschitz import npz_data, saved
+
+    saved(_net("mlp", 1), SHAPE, tmp_path / "m.pt2")
+    data = npz_data(tmp_path / "d.npz", SHAPE, n=12)
+    res = CliRunner().invoke(main, ["certify", str(tmp_path / "m.pt2"), "--data", data, "--norm", "linf", "--eps",
+                                    "0.01", "--certificate", certificate, "--json", "-", "-q"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["certificate"] == certificate and doc["results"][0]["eps"] == 0.01
+    res = CliRunner().invoke(main, ["certify", str(tmp_path / "m.pt2"), "--data", data, "--norm", "linf", "--eps",
+                                    "0.01", "--certificate", certificate, "--lipschitz-constant", "2"])
+    assert res.exit_code == 2 and "--lipschitz-constant" in res.stderr, res.output
+
+
+def test_cli_refuses_an_unsupported_op_by_name(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from certify.cli import main
+    from tests.helpers_lipschitz import npz_data, saved
+
+    saved(nn.Sequential(nn.Flatten(), nn.Linear(36, 4), nn.Tanh(), nn.Linear(4, 3)), SHAPE, tmp_path / "m.pt2")
+    data = npz_data(tmp_path / "d.npz", SHAPE, n=4)
+    res = CliRunner().invoke(main, ["certify", str(tmp_path / "m.pt2"), "--data", data, "--norm", "linf", "--eps",
+                                    "0.01", "--certificate", "crown"])
+    assert res.exit_code != 0 and "unverifiable: aten.tanh" in res.stderr, res.output
