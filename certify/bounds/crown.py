@@ -71,29 +71,29 @@ def _relax(layer: Activation, box: Box, lam: torch.Tensor, alpha: torch.Tensor |
     return new, _sum(neg * tu), (lam.abs() * tu.abs())
 
 
-def identity_rows(shape: tuple[int, ...], start: int, stop: int, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """Rows start..stop of [I; −I] over a layer of ``shape``: (batch, stop − start, *shape)."""
+def unit_rows(index: torch.Tensor, sign: float, shape: tuple[int, ...], batch: int, like: torch.Tensor) -> torch.Tensor:
+    """sign·e_i for each flat neuron index i: (batch, len(index), *shape)."""
     n = 1
     for s in shape:
         n *= s
-    idx = torch.arange(start, stop, device=like.device)
-    rows = torch.zeros(stop - start, n, dtype=like.dtype, device=like.device)
-    rows[torch.arange(stop - start, device=like.device), idx % n] = torch.where(idx < n, 1.0, -1.0).to(like.dtype)
-    return rows.view(1, stop - start, *shape).expand(batch, -1, *shape)
+    rows = torch.zeros(index.numel(), n, dtype=like.dtype, device=like.device)
+    rows[torch.arange(index.numel(), device=like.device), index] = sign
+    return rows.view(1, index.numel(), *shape).expand(batch, -1, *shape)
 
 
 def crown_box(net: Network, boxes: list[Box], end: int, inputs: InputSet) -> Box:
-    """CROWN bounds on the input of layer ``end``, in chunks of specifications."""
-    lo_box = boxes[end][0]
+    """CROWN bounds on the input of layer ``end`` (an activation), for the neurons that are unstable
+    under ``boxes[end]`` in some example (the others keep their box), in chunks of specifications."""
+    lo_box, hi_box = boxes[end]
     batch, shape = lo_box.shape[0], tuple(lo_box.shape[1:])
-    n = lo_box[0].numel()
-    chunk = max(1, CHUNK_ELEMENTS // max(1, batch * n))
-    out = []
-    for start in range(0, 2 * n, chunk):
-        rows = identity_rows(shape, start, min(2 * n, start + chunk), batch, lo_box)
-        out.append(backward(net, boxes, end, rows, inputs))
-    bound = torch.cat(out, dim=1)
-    return bound[:, :n].view(batch, *shape), (-bound[:, n:]).view(batch, *shape)
+    index = ((lo_box < 0) & (hi_box > 0)).flatten(1).any(0).nonzero().squeeze(1)
+    lo, hi = lo_box.flatten(1).clone(), hi_box.flatten(1).clone()
+    chunk = max(1, CHUNK_ELEMENTS // max(1, batch * lo.shape[1]))
+    for start in range(0, index.numel(), chunk):
+        part = index[start:start + chunk]
+        lo[:, part] = backward(net, boxes, end, unit_rows(part, 1.0, shape, batch, lo), inputs)
+        hi[:, part] = -backward(net, boxes, end, unit_rows(part, -1.0, shape, batch, lo), inputs)
+    return lo.view(batch, *shape), hi.view(batch, *shape)
 
 
 def layer_boxes(net: Network, inputs: InputSet, refine: bool = True) -> list[Box]:
