@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from certify.bounds import BoundSettings, InputSet, UnverifiableOpError, certified_radii, network_from_module
+from certify.bounds import (
+    BoundSettings,
+    InputSet,
+    UnverifiableOpError,
+    certified_radii,
+    network_from_module,
+)
 from certify.bounds.alpha import alpha_spec_bounds
 from certify.bounds.crown import ibp_spec_bounds, layer_boxes, spec_bounds
 from certify.bounds.fperror import model_error, spec_error

@@ -16,7 +16,7 @@ magnitude of the layer's input over the set.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

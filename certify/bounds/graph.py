@@ -7,7 +7,8 @@ a branch (residual sums), or an argument outside a rule's preconditions makes th
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ def network_from_module(module: Any, input_shape: tuple[int, ...]) -> Network:
     example = torch.zeros(EXPORT_BATCH, *input_shape, dtype=_dtype(module), device=_device(module))
     try:
         ep = torch.export.export(module, (example,))
-    except Exception as err:  # noqa: BLE001 - any export failure means no graph to verify
+    except Exception as err:
         raise UnverifiableOpError(f"unverifiable: the model could not be exported to a graph "
                                   f"({str(err).splitlines()[0][:160]})") from err
     return network_from_program(ep, input_shape)
@@ -80,7 +81,7 @@ def network_from_program(ep: Any, input_shape: tuple[int, ...]) -> Network:
             layers.append(layer)
         unit = unit or _unit(node)
         current = node
-    out = [n for n in ep.graph.nodes if n.op == "output"][0].args[0]
+    out = next(n for n in ep.graph.nodes if n.op == "output").args[0]
     if len(out) != 1 or out[0] is not current:
         raise UnverifiableOpError("unverifiable: the graph's output is not the end of its chain of layers")
     logits = _shape(current)
@@ -128,7 +129,7 @@ def _layer(node: Any, op: str, consts: dict[str, torch.Tensor]) -> Layer | None:
     rule = RULES.get(op)
     if rule is None:
         raise UnverifiableOpError(f"unverifiable: {op} (no bound-propagation rule)")
-    src = [a for a in _node_args(node) if a.name not in consts][0]
+    src = next(a for a in _node_args(node) if a.name not in consts)
     return rule(node, consts, _shape(src), _shape(node))
 
 
@@ -152,7 +153,7 @@ def _conv(node: Any, consts: dict, s_in: tuple, s_out: tuple) -> Layer:
     stride, padding, dilation, groups = (_const(node, consts, i, d) for i, d in ((3, 1), (4, 0), (5, 1), (6, 1)))
     if isinstance(padding, str) or len(s_in) != 3:
         raise UnverifiableOpError(f"unverifiable: aten.conv2d with padding={padding!r} on shape {s_in}")
-    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     wa = w.abs()
     return Affine("aten.conv2d", lambda x: F.conv2d(x, w, None, **kw), lambda x: F.conv2d(x, wa, None, **kw),
                   None if b is None else _f64(b).view(1, -1, 1, 1), s_in, s_out,
@@ -177,9 +178,9 @@ def _avg_pool(node: Any, consts: dict, s_in: tuple, s_out: tuple) -> Layer:
     kernel = _const(node, consts, 1)
     stride, padding, ceil, include, div = (_const(node, consts, i, d) for i, d in
                                            ((2, []), (3, 0), (4, False), (5, True), (6, None)))
-    kw = dict(kernel_size=kernel, stride=stride or None, padding=padding, ceil_mode=ceil,
-              count_include_pad=include, divisor_override=div)
-    fn = lambda x: F.avg_pool2d(x, **kw)  # noqa: E731 - non-negative weights: |lin| = lin
+    kw = {"kernel_size": kernel, "stride": stride or None, "padding": padding, "ceil_mode": ceil,
+          "count_include_pad": include, "divisor_override": div}
+    fn = lambda x: F.avg_pool2d(x, **kw)
     return Affine("aten.avg_pool2d", fn, fn, None, s_in, s_out, roundings=math.prod(_pair(kernel)) + 1)
 
 

@@ -9,8 +9,8 @@ of the model's own floating-point forward pass (``docs/bounds.md``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

@@ -76,11 +76,11 @@ def main() -> None:
         for p in model.parameters():
             p.requires_grad_(False)
         net = network_from_module(model, (1, 28, 28))
-        base = per_1000(lambda: bare(model, x, args.batch_size), args.n, device)
+        base = per_1000(lambda m=model: bare(m, x, args.batch_size), args.n, device)
         times = []
         for method in ("crown", "alpha-crown"):
             s = BoundSettings(method=method, norm=Norm.LINF, lo=0.0, hi=1.0, alpha_steps=args.alpha_steps)
-            times.append(per_1000(lambda: bounds(model, net, x, args.batch_size, s), args.n, device))
+            times.append(per_1000(lambda m=model, n=net, s=s: bounds(m, n, x, args.batch_size, s), args.n, device))
         print(f"| {name} | {base:.3f} | {times[0]:.2f} | {times[1]:.2f} | {times[0] / base:.0f}× | {times[1] / base:.0f}× |")
 
 
