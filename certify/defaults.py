@@ -16,6 +16,8 @@ DEFAULT_CERTIFICATE = "auto"
 #: What ``certificate=`` (``--certificate``) accepts: ``auto`` and the rules of
 #: ``certify.certificates.margins.CERTIFICATES`` (kept torch-free here for the CLI; a test checks they agree).
 CERTIFICATE_CHOICES = ("auto", "l2-multi", "l2-single", "linf-dist")
+#: certificates from bound propagation (certify.bounds): ``lipcert certify --certificate``
+BOUND_CERTIFICATES = ("ibp", "crown", "alpha-crown")
 DEFAULT_LIPSCHITZ_CONSTANT = 1.0
 DEFAULT_NORM = "l2"
 

@@ -123,7 +123,10 @@ def _rows(module: Any, plan: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
     else:
         logits, err = plan.logits(module, x)
         stats = logit_stats(logits, y)
-        radius = plan.radii(logits, stats, err)
+        if hasattr(plan, "example_radii"):  # bound propagation: radii from the inputs themselves
+            radius = plan.example_radii(x, stats)
+        else:
+            radius = plan.radii(logits, stats, err)
     return y, stats.prediction, stats.gap, stats.margin, radius
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..defaults import BOUND_CERTIFICATES as DEFAULT_BOUND_CERTIFICATES
 from ..defaults import FLOAT_SAFETY_ULPS
 from ..errors import BadInputError
 from ..threat import Norm
@@ -46,6 +47,8 @@ CERTIFICATES: dict[str, CertificateKind] = {
     ),
 }
 CERTIFICATE_NAMES = tuple(CERTIFICATES)
+#: certificates from bound propagation (:mod:`certify.bounds`, planned by :mod:`.bound_plan`)
+BOUND_CERTIFICATES = DEFAULT_BOUND_CERTIFICATES
 
 
 @dataclass(frozen=True)

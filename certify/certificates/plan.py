@@ -30,14 +30,14 @@ from ..defaults import LIPSCHITZ_CLAIM_TOLERANCE
 from ..device import certificate_precision
 from ..errors import BadInputError, LipschitzUnverifiedError, RuntimeFailure
 from ..threat import Norm
-from .margins import CERTIFICATES, CertificateKind, norm_conversion_factor, pairwise_radius, radius_from_gap
+from .margins import BOUND_CERTIFICATES, CERTIFICATES, CertificateKind, norm_conversion_factor, pairwise_radius, radius_from_gap
 
 
 @dataclass(frozen=True)
 class CertificatePlan:
     """Which radius rule is used, with which constant, and why it is trusted."""
 
-    certificate: str  #: l2-multi, l2-single, linf-dist or pairwise
+    certificate: str  #: l2-multi, l2-single, linf-dist or pairwise (ibp, crown, alpha-crown: :mod:`.bound_plan`)
     certificate_norm: Norm  #: norm the rule certifies in
     norm: Norm  #: norm the user asked for (radii are converted to it)
     divisor: float
@@ -140,6 +140,14 @@ def resolved_certificate(model: LoadedModel, norm: Norm | str, certificate: str)
     return claim_certificate(model.metadata.lipschitz, norm) or "auto"
 
 
+def example_shape(model: LoadedModel, input_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    shape = input_shape or model.metadata.input_shape
+    if shape is None:
+        raise BadInputError("bound propagation needs the input shape: give data or set input_shape in the model "
+                            "metadata", param="input_shape")
+    return tuple(int(s) for s in shape)
+
+
 def batch_sizes_for(n: int, batch_size: int, start: int = 0) -> tuple[int, ...]:
     """The batch sizes a loop over examples ``start..n`` in batches of ``batch_size`` uses."""
     todo = max(n - start, 0)
@@ -170,9 +178,14 @@ def plan_certificate(
         raise BadInputError(f"lipschitz_constant must be positive and finite, got {lipschitz_constant}",
                             param="lipschitz_constant")
     certificate = resolved_certificate(model, norm, certificate)
+    if certificate in BOUND_CERTIFICATES:
+        from .bound_plan import bound_plan  # bound propagation; may refuse
+
+        return bound_plan(model, norm=norm, certificate=certificate, lipschitz_constant=lipschitz_constant,
+                          input_shape=example_shape(model, input_shape))
     if certificate != "auto" and certificate not in CERTIFICATES:
-        raise BadInputError(f"certificate must be auto or one of {sorted(CERTIFICATES)}, got {certificate!r}",
-                            param="certificate")
+        raise BadInputError(f"certificate must be auto or one of {sorted(CERTIFICATES) + list(BOUND_CERTIFICATES)}, "
+                            f"got {certificate!r}", param="certificate")
     shape = dict(input_shape=input_shape, batch_sizes=batch_sizes)
     if certificate == "auto":
         return _pairwise_plan(model, norm, lipschitz_constant, shape)

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..defaults import (
+    BOUND_CERTIFICATES,
     CERTIFICATE_CHOICES,
     DEFAULT_CERTIFICATE,
 )
@@ -39,9 +40,10 @@ from .output import (
 @model_options
 @click.option("--norm", type=click.Choice(NORMS), required=True, help="Threat-model norm of ε.")
 @click.option("--eps", "eps", multiple=True, required=True, help="Radius ε; repeat or give 0.5,1,1.5.")
-@click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES),
+@click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES + BOUND_CERTIFICATES),
               default=DEFAULT_CERTIFICATE, show_default=True,
-              help="Margin-to-radius rule; auto uses the best sound one.")
+              help="Margin-to-radius rule; auto uses the best sound one. ibp, crown and alpha-crown bound "
+                   "the network by propagation (docs/bounds.md).")
 @click.option("--lipschitz-constant", type=float, default=None,
               help="Lipschitz constant L; radii scale as 1/L. Default: the declared one, else 1.")
 @click.option("--assume-lipschitz", is_flag=True,
