@@ -27,7 +27,7 @@ def train(data, epochs: int, seed: int = 0) -> nn.Module:  # type: ignore[no-unt
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = data.as_float(data.x), data.y
     for _ in range(epochs):
-        perm = torch.randperm(len(y))
+        perm = torch.randperm(len(y), device="cpu")
         for i in range(0, len(y), 128):
             j = perm[i:i + 128]
             loss = nn.functional.cross_entropy(model(x[j]), y[j])
@@ -43,7 +43,7 @@ def pgd_broken(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, s
     broken = model(x).argmax(1) != y
     gen = torch.Generator().manual_seed(0)
     for _ in range(restarts):
-        adv = (x + (torch.rand(x.shape, generator=gen) * 2 - 1) * eps).clamp(0, 1)
+        adv = (x + (torch.rand(x.shape, generator=gen, device=x.device) * 2 - 1) * eps).clamp(0, 1)
         for _ in range(steps):
             adv.requires_grad_(True)
             out = model(adv)
@@ -72,7 +72,7 @@ def main() -> None:
     if args.out:
         from certify.checkpoints import ModelMetadata, save_model
 
-        save_model(model, args.out, ModelMetadata(input_shape=(1, 28, 28)), example_input=torch.zeros(2, 1, 28, 28))
+        save_model(model, args.out, ModelMetadata(input_shape=(1, 28, 28)), example_input=torch.zeros(2, 1, 28, 28, device="cpu"))
     x, y = test.as_float(test.x), test.y
     with torch.no_grad():
         pred = model(x).argmax(1)

@@ -219,7 +219,7 @@ def _elementwise(kind: str) -> Callable[..., Layer]:
         args = list(node.args)
         first_is_x = hasattr(args[0], "name") and args[0].name not in consts
         other = args[1] if first_is_x else args[0]
-        c = consts[other.name] if hasattr(other, "name") else torch.tensor(float(other))
+        c = consts[other.name] if hasattr(other, "name") else torch.tensor(float(other), dtype=torch.float64, device="cpu")
         alpha = float(node.kwargs.get("alpha", 1.0))
         if s_in != s_out or c.dim() > len(s_in) + 1 or (c.dim() == len(s_in) + 1 and c.shape[0] != 1):
             raise UnverifiableOpError(f"unverifiable: {op} with a constant of shape {tuple(c.shape)} on shape {s_in}")
