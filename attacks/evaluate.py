@@ -124,8 +124,7 @@ def evaluate(
     check_against_model(data, model.metadata.input_shape, model.metadata.bounds, num_classes)
     plan, notes = _plan(model, data, norm, certificate, assume_lipschitz, certify_first, check_certificates,
                         batch_size, plan)
-    if plan is not None and plan.assumed_flag_detail() is not None:
-        flags.append(Flag("lipschitz-assumed", plan.assumed_flag_detail()))
+    flags += plan.assumption_flags() if plan is not None else []
     clean = _clean(model, data, plan, batch_size, dev, world)
     x, y = data.batch(0, len(data), "cpu")
     flags += gradient_flags(model.module, x, y, clean.correct, dev)

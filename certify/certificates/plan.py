@@ -29,6 +29,7 @@ from ..checkpoints import LoadedModel
 from ..defaults import LIPSCHITZ_CLAIM_TOLERANCE
 from ..device import certificate_precision
 from ..errors import BadInputError, LipschitzUnverifiedError, RuntimeFailure
+from ..flags import Flag
 from ..threat import Norm
 from .margins import BOUND_CERTIFICATES, CERTIFICATES, CertificateKind, norm_conversion_factor, pairwise_radius, radius_from_gap
 
@@ -85,11 +86,12 @@ class CertificatePlan:
             r = radius_from_gap(stats.gap, safety, self.divisor, self.lipschitz_constant, slope)
         return r * self.norm_factor
 
-    def assumed_flag_detail(self) -> str | None:
-        """Why the ``lipschitz-assumed`` flag is raised, or None for a verified plan."""
+    def assumption_flags(self) -> list[Flag]:
+        """The ``lipschitz-assumed`` flag of a plan that is not verified (none for a verified one)."""
         if self.lipschitz_verified:
-            return None
-        return f"certificate {self.certificate} rests on a {self.basis} Lipschitz property: {self.reason}"
+            return []
+        return [Flag("lipschitz-assumed",
+                     f"certificate {self.certificate} rests on a {self.basis} Lipschitz property: {self.reason}")]
 
     def check_fits(self, norm: Norm | str, certificate: str) -> None:
         """A plan handed to a run must be one planned for its norm and certificate."""

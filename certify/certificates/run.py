@@ -104,8 +104,7 @@ def certify(
                                 assume_lipschitz=assume_lipschitz, input_dim=int(np.prod(data.input_shape)),
                                 input_shape=data.input_shape, batch_sizes=batch_sizes_for(len(data), batch_size))
     plan.check_fits(norm, certificate)
-    if plan.assumed_flag_detail() is not None:
-        flags.append(Flag("lipschitz-assumed", plan.assumed_flag_detail()))
+    flags += plan.assumption_flags()
     done = sharded_clean_pass(model.module, data, device, plan=plan, batch_size=batch_size, progress=progress,
                               world=world)
     check_finite_logits(done.examples)

@@ -13,7 +13,6 @@ from ..defaults import (
     DEFAULT_CERTIFICATE,
     DEFAULT_RESTARTS,
 )
-from ..threat import NORMS
 from .app import fail, main
 from .options import (
     data_options,
@@ -24,6 +23,7 @@ from .options import (
     parse_names,
     run_device_for,
     run_options,
+    threat_options,
 )
 from .output import (
     check_outputs,
@@ -41,8 +41,7 @@ from .output import (
 
 @main.command()
 @model_options
-@click.option("--norm", type=click.Choice(NORMS), required=True, help="Threat-model norm of ε.")
-@click.option("--eps", "eps", multiple=True, required=True, help="Radius ε; repeat or give 0.5,1,1.5.")
+@threat_options
 @click.option("--attacks", "attack_names", multiple=True,
               help="Attacks, comma-separated or repeated (see `lipcert attack --help`); default: "
                    + "; ".join(f"{k}: {','.join(v)}" for k, v in DEFAULT_ATTACKS.items()) + ".")

@@ -11,7 +11,6 @@ from ..defaults import (
     CERTIFICATE_CHOICES,
     DEFAULT_CERTIFICATE,
 )
-from ..threat import NORMS
 from .app import fail, main
 from .options import (
     check_lipschitz_constant,
@@ -21,6 +20,7 @@ from .options import (
     model_options,
     run_device_for,
     run_options,
+    threat_options,
 )
 from .output import (
     check_outputs,
@@ -38,8 +38,7 @@ from .output import (
 
 @main.command()
 @model_options
-@click.option("--norm", type=click.Choice(NORMS), required=True, help="Threat-model norm of ε.")
-@click.option("--eps", "eps", multiple=True, required=True, help="Radius ε; repeat or give 0.5,1,1.5.")
+@threat_options
 @click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES + BOUND_CERTIFICATES),
               default=DEFAULT_CERTIFICATE, show_default=True,
               help="Margin-to-radius rule; auto uses the best sound one. ibp, crown and alpha-crown bound "

@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from ..threat import NORMS
 from ..defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
@@ -75,6 +76,13 @@ model_options = option_group(
     click.option("--input-shape", "input_shape", default=None, expose_value=False, callback=_set_input_shape,
                  help="Shape of one example, e.g. 1,28,28. For an ONNX model: how examples map onto its declared "
                       "input (default: reshaped to it when the element counts agree)."),
+)
+
+
+#: --norm and a required --eps list (certify, attack).
+threat_options = option_group(
+    click.option("--norm", type=click.Choice(NORMS), required=True, help="Threat-model norm of ε."),
+    click.option("--eps", "eps", multiple=True, required=True, help="Radius ε; repeat or give 0.5,1,1.5."),
 )
 
 
