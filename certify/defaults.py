@@ -77,6 +77,12 @@ LIPSCHITZ_CONV_EXACT_MAX_BAND_ENTRIES = 40_000_000
 #: Largest work (≈ d·band² flops) for that certificate: it only runs on small inputs where the
 #: Fourier (circular padding) bound is more than 1% above the layer's estimate.
 LIPSCHITZ_CONV_EXACT_MAX_FLOPS = 1e9
+#: Largest work (≈ side³/3 flops, side = the smaller of the layer's input and output dimensions)
+#: for the dense Cholesky certificate of a convolution's exact norm (zero padding); it runs where
+#: the Fourier bound is more than 0.5% above the layer's estimate.  3e9 covers side ≤ 2080
+#: (ResNet-18 width 16's 4×4 stage, ~0.8 s each on one core); ``$LIPCERT_CONV_EXACT_FLOPS``
+#: overrides it (3e10: width 16's 8×8 stage, ~4 s each; width 64's 4×4 stage needs ~2e11).
+LIPSCHITZ_CONV_DENSE_MAX_FLOPS = 3e9
 #: A declared constant C is accepted when the bound computed from the weights is
 #: at most C·(1 + tolerance): float32 weights that are orthonormal "by
 #: construction" have σ_max = 1 + O(1e-7).  Certificates then use the computed

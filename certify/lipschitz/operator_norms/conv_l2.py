@@ -1,17 +1,42 @@
 """A convolution's guaranteed L2 bound: the smallest of the Fourier bound (:mod:`.fourier`, always),
-[L2NNN]'s kernel bound (when it can win) and the banded Cholesky certificate (:mod:`.cholesky`, small
-inputs where zero padding is more than 1% below circular padding, SciPy present); beside it, a
-power-iteration estimate of the layer itself, warm-started from the Fourier bound's top singular vector.
+[L2NNN]'s kernel bound (when it can win) and, on small inputs where the Fourier bound is more than
+0.5% above the estimate (zero padding below circular padding), an exact certificate: the dense
+Cholesky certificate (:mod:`.conv_exact`, side³/3 ≤ ``$LIPCERT_CONV_EXACT_FLOPS`` or
+LIPSCHITZ_CONV_DENSE_MAX_FLOPS), else the banded one (:mod:`.cholesky`, SciPy present, more than 1%
+above); beside it, a power-iteration estimate of the layer itself, warm-started from the Fourier
+bound's top singular vector (raised by the dense certificate's Ritz vector when it runs).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
-from ...defaults import LIPSCHITZ_CONV_EXACT_MAX_FLOPS
+from ...defaults import LIPSCHITZ_CONV_DENSE_MAX_FLOPS, LIPSCHITZ_CONV_EXACT_MAX_FLOPS
+from ...errors import BadInputError
 from .cholesky import conv_cholesky_bound
+from .conv_exact import conv_dense_bound, dense_side
 from .convolution import ConvSpec, conv_l2nnn_bound, conv_power_estimate_from, effective_kernel
 from .fourier import conv_fourier_bound
+
+
+#: The exact certificates run when the Fourier bound is more than this far above the estimate.
+EXACT_TRIGGER = 5e-3
+
+
+def dense_max_flops() -> float:
+    """The dense certificate's work limit: ``$LIPCERT_CONV_EXACT_FLOPS`` (≥ 0; 0 turns it off), else
+    LIPSCHITZ_CONV_DENSE_MAX_FLOPS."""
+    env = os.environ.get("LIPCERT_CONV_EXACT_FLOPS")
+    if env is None or not env.strip():
+        return LIPSCHITZ_CONV_DENSE_MAX_FLOPS
+    try:
+        value = float(env)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and math.isfinite(value)):
+        raise BadInputError(f"LIPCERT_CONV_EXACT_FLOPS must be a number ≥ 0 (e.g. 3e10), got {env!r}")
+    return value
 
 
 def conv_l2_bound(spec: ConvSpec, estimate: float) -> float:
@@ -38,9 +63,9 @@ class ConvL2:
 
 
 def conv_l2(spec: ConvSpec, hint: float | None = None, estimate: float | None = None) -> ConvL2:
-    """The Fourier bound (always), [L2NNN]'s kernel bound, and, when the Fourier bound is more than
-    1% above the estimate (small inputs, where zero padding differs from circular padding) and the
-    problem is small, the banded Cholesky certificate; the smallest wins.  ``estimate``: a known
+    """The Fourier bound (always), [L2NNN]'s kernel bound, and, when the Fourier bound is above the
+    estimate (small inputs, where zero padding differs from circular padding) and the problem is
+    small, the dense (else the banded) Cholesky certificate; the smallest wins.  ``estimate``: a known
     power-iteration value of the layer (else one is computed, warm-started from the Fourier bound)."""
     k1, k2 = effective_kernel(spec)
     if (k1, k2) == (1, 1):
@@ -57,7 +82,15 @@ def conv_l2(spec: ConvSpec, hint: float | None = None, estimate: float | None = 
     l2nnn = conv_l2nnn_bound(spec) if math.sqrt(factor) * rows < bound else math.inf
     if l2nnn < bound:
         bound, method = l2nnn, "l2nnn"
-    if bound > estimate * 1.01 and _cholesky_flops(spec) <= LIPSCHITZ_CONV_EXACT_MAX_FLOPS:
+    limit = dense_max_flops()
+    dense_flops = dense_side(spec) ** 3 / 3 if bound > estimate * (1 + EXACT_TRIGGER) else math.inf
+    if dense_flops <= limit:
+        exact = conv_dense_bound(spec, estimate, limit)
+        if exact is not None:
+            estimate = max(estimate, exact[1])
+            if exact[0] < bound:
+                bound, method = exact[0], "dense-cholesky"
+    elif bound > estimate * 1.01 and _cholesky_flops(spec) <= LIPSCHITZ_CONV_EXACT_MAX_FLOPS:
         cert = conv_cholesky_bound(spec, estimate)
         if cert is not None and cert < bound:
             bound, method = cert, "cholesky"
