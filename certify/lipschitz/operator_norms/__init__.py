@@ -19,7 +19,12 @@ never used to decide a certificate).
     Lanczos on the top frequencies), batched over frequencies, with a proven
     rounding allowance;
   * [L2NNN]'s kernel bound √(⌈K₁/S₁⌉⌈K₂/S₂⌉)·‖kernel‖ (when it can win);
-  * the banded Cholesky certificate (:mod:`.cholesky`; small inputs where zero padding is more
+  * the dense Cholesky certificate of the exact layer (:func:`conv_dense_bound`, :mod:`.conv_exact`;
+    small grids where the Fourier bound is more than 0.5% above the estimate, side³/3 flops within
+    ``$LIPCERT_CONV_EXACT_FLOPS`` or LIPSCHITZ_CONV_DENSE_MAX_FLOPS): the Gram matrix on the
+    smaller side summed exactly from the kernel's tap products, and a float64 Cholesky
+    factorisation of μI − G with a proven rounding allowance;
+  * otherwise the banded Cholesky certificate (:mod:`.cholesky`; small inputs where zero padding is more
     than 1% below circular padding, SciPy present): the exact conv matrix A is
     built sparsely, M = AᵀA is banded, and a successful banded Cholesky
     factorisation of μI − M proves λ_max(M) ≤ μ.
@@ -34,6 +39,7 @@ never used to decide a certificate).
 
 from . import fourier as _fourier
 from .cholesky import conv_cholesky_bound, conv_matrix
+from .conv_exact import conv_dense_bound, dense_gram
 from .conv_l2 import ConvL2, conv_l2, conv_l2_bound
 from .convolution import (
     L2NNN_GRAM_ITERATIONS,
@@ -63,8 +69,8 @@ _effective_kernel, _grid = effective_kernel, _fourier._grid
 __all__ = [
     "FOURIER_CHUNK_BYTES", "FOURIER_LANCZOS_STEPS", "FOURIER_MARGIN", "FOURIER_SCREEN_STEPS", "FOURIER_TOP",
     "L2NNN_GRAM_ITERATIONS", "ROUNDING_SLACK", "ConvL2", "ConvSpec", "FourierBound", "b_bound",
-    "conv_circulant_bound", "conv_cholesky_bound", "conv_fourier_blocks", "conv_fourier_bound", "conv_l2",
-    "conv_l2_bound", "conv_l2nnn_bound", "conv_linf_bound", "conv_matrix", "conv_power_estimate",
-    "conv_power_estimate_from", "effective_kernel", "gram_bound", "linf_matrix_norm", "matrix_power_estimate",
-    "power_iteration",
+    "conv_circulant_bound", "conv_cholesky_bound", "conv_dense_bound", "conv_fourier_blocks",
+    "conv_fourier_bound", "conv_l2", "conv_l2_bound", "conv_l2nnn_bound", "conv_linf_bound", "conv_matrix",
+    "conv_power_estimate", "conv_power_estimate_from", "dense_gram", "effective_kernel", "gram_bound",
+    "linf_matrix_norm", "matrix_power_estimate", "power_iteration",
 ]
