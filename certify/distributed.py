@@ -137,19 +137,16 @@ def init_world(device: Any = None) -> World:
     world = world_from_env()
     if not world.distributed:
         return world
-    import torch
     import torch.distributed as dist
 
     if dist.is_initialized():
         return current_world()
     timeout = datetime.timedelta(seconds=timeout_seconds())
-    cuda = device is not None and torch.device(device).type == "cuda"
-    kwargs = {"device_id": torch.device(device)} if cuda else {}
+    backend, kwargs = backend_for(device)
     try:
         store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
-        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=size,
-                                timeout=timeout, **kwargs)
-        group = dist.new_group(backend="gloo", timeout=timeout) if cuda else None
+        dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout, **kwargs)
+        group = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
     except (RuntimeError, ValueError) as err:  # DistStoreError (a timeout) is a RuntimeError
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise RuntimeFailure(f"rank {world.rank} of {world.world_size} could not join the other ranks "
@@ -157,6 +154,17 @@ def init_world(device: Any = None) -> World:
                              f"{os.environ.get('MASTER_PORT')!r}): {first}") from err
     _STATE.update(store=store, group=group, exchanges=0)
     return world
+
+
+def backend_for(device: Any) -> tuple[str, dict[str, Any]]:
+    """The process-group backend for a rank on ``device`` and the extra arguments of
+    ``init_process_group``: NCCL bound to the rank's GPU (``device_id``) for a CUDA device, gloo
+    otherwise (``device`` None: the CPU).  Objects always travel over a gloo group (:func:`gather`)."""
+    import torch
+
+    if device is not None and torch.device(device).type == "cuda":
+        return "nccl", {"device_id": torch.device(device)}
+    return "gloo", {}
 
 
 def close_world() -> None:

@@ -8,7 +8,7 @@ import click
 
 from ..defaults import DEFAULT_SEED, SEED_MAX
 from .app import main
-from .options import load_model_from_options, set_debug
+from .options import load_model_from_options, one_process_only, set_debug
 from .output import check_outputs, emit_json
 
 #: Seconds per property when --timeout is not given.
@@ -39,6 +39,8 @@ def verify(model: str | None, property_path: str | None, timeout: float, instanc
     Prints sat (with a counterexample re-checked in exact arithmetic), unsat (proved by a sound
     certificate), unknown or timeout, in VNN-COMP's result format.
     """
+    one_process_only("verify", "its properties are not shared out between ranks, so every rank would "
+                               "decide every one and race to write the same files")
     if instances_path is not None:
         if model is not None or property_path is not None:
             raise click.UsageError("give MODEL PROPERTY or --instances, not both")

@@ -1,0 +1,128 @@
+"""torchrun, continued (issue 14): the empirical Lipschitz estimates sharded over ranks, the backend
+and device of a rank, and the commands that refuse to run under torchrun (verify, demo).
+
+The multi-process runs use :func:`tests.test_distributed.launch` (one ``python -m certify`` per rank
+with torchrun's environment); the truth is the one-process JSON, ignoring times, argv and ``world_size``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from certify import load_dataset, load_model
+from certify.cli import main
+from certify.distributed import SINGLE, World, backend_for, rank_device
+from certify.lipschitz.estimates import empirical_estimates
+
+from .helpers_analysis import make_model
+from .test_distributed import launch, one_process, stable
+
+#: 700 points in batches of 250 → 3 batches; on 2 ranks: 2 + 1.
+LIPSCHITZ = ["lipschitz", "--norm", "l2", "--data", "demo", "--limit", "700"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    return str(make_model(tmp_path_factory.mktemp("dist-cmd") / "m.pt2"))
+
+
+# --------------------------------------------------------------------------- empirical estimates
+
+
+def _estimates(model: str, n: int, world: World, **kw) -> dict:
+    loaded = load_model(model)
+    res = empirical_estimates(loaded.module, load_dataset("demo", limit=n), device="cpu", seed=3, world=world, **kw)
+    return {k: v for k, v in dataclasses.asdict(res).items() if k != "seconds"}
+
+
+def test_shards_of_the_estimate_columns_join_to_the_whole(model):
+    """A rank's columns (batches from its shard's start, each seeded by its own start) are the rows of
+    the one-process columns: shards 0..200 and 200..300 in batches of 100 give the rows of 0..300."""
+    from certify.lipschitz.estimates import _estimate_columns
+
+    module, data = load_model(model).module, load_dataset("demo", limit=300)
+    whole = _estimate_columns(module, data, 0, 300, 4, 100, "cpu", 3, None)
+    parts = [_estimate_columns(module, data, lo, hi, 4, 100, "cpu", 3, None) for lo, hi in ((0, 200), (200, 300))]
+    for key, col in whole.items():
+        assert col.shape == (300,) and torch.equal(torch.cat([p[key] for p in parts]), col), key
+    other = _estimate_columns(module, data, 0, 300, 4, 100, "cpu", 4, None)
+    assert not torch.equal(other["spec"], whole["spec"])  # the seed matters: the comparison can fail
+    assert _estimates(model, 300, SINGLE, batch_size=100) == _estimates(model, 300, SINGLE, batch_size=100)
+
+
+def test_lipschitz_estimates_on_two_processes_write_the_one_process_json(model, tmp_path):
+    args = [LIPSCHITZ[0], model, *LIPSCHITZ[1:]]
+    runs = launch([["-m", "certify", *args, "--json", str(tmp_path / f"l{rank}.json"), "-q"] for rank in range(2)])
+    assert [r[0] for r in runs] == [0, 0], [r[2] for r in runs]
+    assert not (tmp_path / "l1.json").exists()  # rank 1 writes nothing
+    doc = json.loads((tmp_path / "l0.json").read_text())
+    assert doc["world_size"] == 2 and doc["empirical"]["n"] == 700
+    alone = one_process(args)
+    assert stable(doc) == stable(alone)
+
+
+# --------------------------------------------------------------------------- backend and device of a rank
+
+
+def test_a_cuda_rank_uses_nccl_bound_to_its_gpu_and_a_cpu_rank_gloo():
+    assert backend_for(None) == ("gloo", {})
+    assert backend_for("cpu") == ("gloo", {})
+    backend, kwargs = backend_for(torch.device("cuda", 1))  # a device object: no CUDA needed to name one
+    assert backend == "nccl" and kwargs == {"device_id": torch.device("cuda", 1)}
+
+
+def test_cuda_without_an_index_becomes_the_local_rank_modulo_the_visible_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert rank_device("cuda", World(3, 4, 3)) == torch.device("cuda", 1)
+    assert rank_device("cuda", World(0, 4, 0)) == torch.device("cuda", 0)
+    assert rank_device("cuda:0", World(3, 4, 3)) == torch.device("cuda", 0)  # an index given is kept
+    assert rank_device("cuda", SINGLE) == torch.device("cuda")  # one process: the default GPU
+    assert rank_device("cpu", World(1, 2, 1)) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert {rank_device("cuda", World(r, 2, r)) for r in range(2)} == {torch.device("cuda", 0)}  # 2 ranks, 1 GPU
+
+
+def test_the_cli_joins_with_nccl_on_cuda(monkeypatch):
+    """run_device_for on a (pretend) CUDA rank: cuda:LOCAL_RANK, set as the current device, NCCL."""
+    from certify import distributed
+    from certify.cli import options
+
+    seen: dict = {}
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr("certify.device.resolve_device", lambda spec: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: seen.setdefault("current", dev))
+    monkeypatch.setattr(distributed, "init_world", lambda dev: seen.setdefault("backend", backend_for(dev)) and SINGLE)
+    dev = options.run_device_for("cuda")
+    assert dev == torch.device("cuda", 1) and seen["current"] == dev
+    assert seen["backend"] == ("nccl", {"device_id": torch.device("cuda", 1)})
+
+
+# --------------------------------------------------------------------------- commands that run in one process
+
+
+@pytest.mark.parametrize("command", [["verify", "m.onnx", "p.vnnlib"], ["verify", "--instances", "i.csv"],
+                                     ["demo", "--limit", "10"]], ids=repr)
+def test_verify_and_demo_refuse_torchrun_in_one_line(command, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    res = CliRunner().invoke(main, command)
+    assert res.exit_code == 2 and res.stdout == ""
+    line, = res.stderr.strip().splitlines()
+    assert line.startswith(f"Error: lipcert {command[0]} does not run under torchrun (WORLD_SIZE 2): ")
+    assert line.endswith("run it as one process, without torchrun")
+
+
+def test_demo_on_two_processes_ends_at_once_on_both_ranks(tmp_path):
+    runs = launch([["-m", "certify", "demo", "--limit", "10", "-q", "--json", str(tmp_path / "d.json")]] * 2,
+                  timeout_s=20)
+    assert [r[0] for r in runs] == [2, 2], [r[2] for r in runs]
+    assert runs[1][2].startswith("Error: rank 1: lipcert demo does not run under torchrun")
+    assert all(r[3] < 60 for r in runs) and not (tmp_path / "d.json").exists()
