@@ -126,3 +126,63 @@ def test_demo_on_two_processes_ends_at_once_on_both_ranks(tmp_path):
     assert [r[0] for r in runs] == [2, 2], [r[2] for r in runs]
     assert runs[1][2].startswith("Error: rank 1: lipcert demo does not run under torchrun")
     assert all(r[3] < 60 for r in runs) and not (tmp_path / "d.json").exists()
+
+
+# --------------------------------------------------------------------------- the certificate check
+
+
+def _check_run(model: str, n: int):
+    import numpy as np
+
+    from attacks.runner import Run, Ticker
+    from certify.threat import Norm
+
+    loaded, data = load_model(model), load_dataset("demo", limit=n)
+    x, y = data.batch(0, n, "cpu")
+    correct = loaded.module(x).argmax(1).numpy() == y.numpy()
+    radius = np.full(n, 1.5)  # a radius the model does not have: successes inside it are recorded
+    run = Run(loaded.module, x, y, Norm.L2, (0.5,), (0.0, 1.0), correct, radius, 8, torch.device("cpu"), 5,
+              Ticker(0, None))
+    return run, radius
+
+
+def test_sharded_certificate_checks_record_the_one_process_violations(model, monkeypatch):
+    """Each of 2 ranks attacks its batches of the sample; with every rank's part, rank 0 records the
+    violations of one process, in the same order (a false radius makes them plentiful)."""
+    from attacks import runner
+
+    monkeypatch.setattr(runner, "DEFAULT_CHECK_STEPS", 10)  # the seeds matter, not the strength
+    alone, radius = _check_run(model, 60)
+    assert runner.check_sampled(alone, radius, 20, []) == 20
+    assert len(alone.violations) > 3  # the comparison below is not vacuous
+    parts = {}
+    class Sent(Exception):
+        pass
+
+    def send(mine, world, what):
+        parts[world.rank] = mine
+        raise Sent
+
+    monkeypatch.setattr(runner, "gather", send)
+    for rank in (0, 1):  # first each rank's own part, then rank 0 given both
+        with pytest.raises(Sent):
+            runner.check_sampled(_check_run(model, 60)[0], radius, 20, [], World(rank, 2, rank))
+    assert [len(p[0][0]) for p in (parts[0], parts[1])] == [8, 12]  # one batch of 8, then two (the last short)
+    monkeypatch.setattr(runner, "gather", lambda mine, world, what: [parts[0], parts[1]])
+    run, _ = _check_run(model, 60)
+    assert runner.check_sampled(run, radius, 20, [], World(0, 2, 0)) == 20
+    assert run.violations == alone.violations
+    monkeypatch.setattr(runner, "gather", lambda mine, world, what: [parts[0], None])  # rank 1 interrupted
+    with pytest.raises(KeyboardInterrupt):
+        runner.check_sampled(_check_run(model, 60)[0], radius, 20, [], World(0, 2, 0))
+
+
+@pytest.mark.slow
+def test_attack_with_certificate_checks_on_two_processes_writes_the_one_process_json(model, tmp_path):
+    args = ["attack", model, "--norm", "l2", "--eps", "0.3", "--attacks", "pgd", "--steps", "2", "--data", "demo",
+            "--limit", "300", "--check-certificates", "100", "--batch-size", "32"]
+    runs = launch([["-m", "certify", *args, "--json", str(tmp_path / "a.json"), "-q"]] * 2)
+    assert [r[0] for r in runs] == [0, 0], [r[2] for r in runs]
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert doc["world_size"] == 2 and doc["certificates_checked"] == 100
+    assert stable(doc) == stable(one_process(args))
