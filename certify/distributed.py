@@ -2,8 +2,8 @@
 
 ``torchrun --nproc_per_node=N -m certify <command> …`` starts N copies of a command; each copy
 learns its place from the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)
-through :func:`world_from_env`.  :func:`init_world` joins the process group (NCCL on CUDA, gloo on
-the CPU; objects always travel over gloo).  Without torchrun the world is one process and nothing
+through :func:`world_from_env`.  :func:`init_world` joins the process group (NCCL when every rank
+of a node has a GPU of its own, else gloo: :func:`backend_for`; objects always travel over gloo).  Without torchrun the world is one process and nothing
 changes.
 
 * **Shards are deterministic.** :func:`shard` gives each rank a contiguous run of whole chunks of
@@ -130,7 +130,7 @@ def current_world() -> World:
 
 
 def init_world(device: Any = None) -> World:
-    """Join the process group torchrun describes, on ``device`` (NCCL for CUDA, else gloo); the world.
+    """Join the process group torchrun describes, on ``device`` (:func:`backend_for`); the world.
 
     Without torchrun (or with one process) nothing is set up and :data:`SINGLE`-like worlds come back.
     """
@@ -142,7 +142,7 @@ def init_world(device: Any = None) -> World:
     if dist.is_initialized():
         return current_world()
     timeout = datetime.timedelta(seconds=timeout_seconds())
-    backend, kwargs = backend_for(device)
+    backend, kwargs = backend_for(device, local_world_size())
     try:
         store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
         dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout, **kwargs)
@@ -156,15 +156,30 @@ def init_world(device: Any = None) -> World:
     return world
 
 
-def backend_for(device: Any) -> tuple[str, dict[str, Any]]:
+def backend_for(device: Any, local_world_size: int = 1, visible_gpus: int | None = None) -> tuple[str, dict[str, Any]]:
     """The process-group backend for a rank on ``device`` and the extra arguments of
-    ``init_process_group``: NCCL bound to the rank's GPU (``device_id``) for a CUDA device, gloo
-    otherwise (``device`` None: the CPU).  Objects always travel over a gloo group (:func:`gather`)."""
+    ``init_process_group``: NCCL bound to the rank's GPU (``device_id``) for a CUDA device when each of
+    the node's ``local_world_size`` ranks has a GPU of its own (NCCL refuses two ranks on one GPU),
+    gloo otherwise (``device`` None: the CPU).  ``visible_gpus`` defaults to
+    ``torch.cuda.device_count()``.  Nothing lipcert exchanges needs NCCL: objects always travel over a
+    gloo group (:func:`gather`), so both choices give the same results."""
     import torch
 
-    if device is not None and torch.device(device).type == "cuda":
-        return "nccl", {"device_id": torch.device(device)}
-    return "gloo", {}
+    if device is None or torch.device(device).type != "cuda":
+        return "gloo", {}
+    gpus = torch.cuda.device_count() if visible_gpus is None else visible_gpus
+    if local_world_size > gpus:
+        return "gloo", {}
+    return "nccl", {"device_id": torch.device(device)}
+
+
+def local_world_size(env: Mapping[str, str] | None = None) -> int:
+    """The ranks on this node (torchrun's ``LOCAL_WORLD_SIZE``; 1 when it is not set or not a number)."""
+    env = os.environ if env is None else env
+    try:
+        return max(1, int(env.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def close_world() -> None:

@@ -71,9 +71,18 @@ def test_lipschitz_estimates_on_two_processes_write_the_one_process_json(model, 
 
 def test_a_cuda_rank_uses_nccl_bound_to_its_gpu_and_a_cpu_rank_gloo():
     assert backend_for(None) == ("gloo", {})
-    assert backend_for("cpu") == ("gloo", {})
-    backend, kwargs = backend_for(torch.device("cuda", 1))  # a device object: no CUDA needed to name one
-    assert backend == "nccl" and kwargs == {"device_id": torch.device("cuda", 1)}
+    assert backend_for("cpu", 2, visible_gpus=2) == ("gloo", {})
+    gpu1 = torch.device("cuda", 1)  # a device object: no CUDA needed to name one
+    assert backend_for(gpu1, 2, visible_gpus=2) == ("nccl", {"device_id": gpu1})
+    assert backend_for(gpu1, 1, visible_gpus=8) == ("nccl", {"device_id": gpu1})
+    assert backend_for(torch.device("cuda", 0), 2, visible_gpus=1) == ("gloo", {})  # NCCL: one rank per GPU
+
+
+def test_the_ranks_of_a_node_come_from_torchrun():
+    from certify.distributed import local_world_size
+
+    assert local_world_size({"LOCAL_WORLD_SIZE": "4"}) == 4
+    assert local_world_size({}) == 1 and local_world_size({"LOCAL_WORLD_SIZE": "x"}) == 1
 
 
 def test_cuda_without_an_index_becomes_the_local_rank_modulo_the_visible_gpus(monkeypatch):
@@ -96,10 +105,11 @@ def test_the_cli_joins_with_nccl_on_cuda(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setattr("certify.device.resolve_device", lambda spec: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda dev: seen.setdefault("current", dev))
-    monkeypatch.setattr(distributed, "init_world", lambda dev: seen.setdefault("backend", backend_for(dev)) and SINGLE)
+    monkeypatch.setattr(distributed, "init_world", lambda dev: seen.setdefault("backend", backend_for(dev, 2)) and SINGLE)
     dev = options.run_device_for("cuda")
     assert dev == torch.device("cuda", 1) and seen["current"] == dev
     assert seen["backend"] == ("nccl", {"device_id": torch.device("cuda", 1)})
