@@ -1,4 +1,5 @@
-"""torchrun, continued (issue 14): the empirical Lipschitz estimates sharded over ranks, the backend
+"""torchrun, continued (issue 14): the empirical Lipschitz estimates and the certificate check sharded
+over ranks, the clean pass sharded by batches, the backend
 and device of a rank, and the commands that refuse to run under torchrun (verify, demo).
 
 The multi-process runs use :func:`tests.test_distributed.launch` (one ``python -m certify`` per rank
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -21,10 +23,6 @@ from certify.lipschitz.estimates import empirical_estimates
 
 from .helpers_analysis import make_model
 from .test_distributed import launch, one_process, stable
-
-#: 700 points in batches of 250 → 3 batches; on 2 ranks: 2 + 1.
-LIPSCHITZ = ["lipschitz", "--norm", "l2", "--data", "demo", "--limit", "700"]
-
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> str:
@@ -53,17 +51,6 @@ def test_shards_of_the_estimate_columns_join_to_the_whole(model):
     other = _estimate_columns(module, data, 0, 300, 4, 100, "cpu", 4, None)
     assert not torch.equal(other["spec"], whole["spec"])  # the seed matters: the comparison can fail
     assert _estimates(model, 300, SINGLE, batch_size=100) == _estimates(model, 300, SINGLE, batch_size=100)
-
-
-def test_lipschitz_estimates_on_two_processes_write_the_one_process_json(model, tmp_path):
-    args = [LIPSCHITZ[0], model, *LIPSCHITZ[1:]]
-    runs = launch([["-m", "certify", *args, "--json", str(tmp_path / f"l{rank}.json"), "-q"] for rank in range(2)])
-    assert [r[0] for r in runs] == [0, 0], [r[2] for r in runs]
-    assert not (tmp_path / "l1.json").exists()  # rank 1 writes nothing
-    doc = json.loads((tmp_path / "l0.json").read_text())
-    assert doc["world_size"] == 2 and doc["empirical"]["n"] == 700
-    alone = one_process(args)
-    assert stable(doc) == stable(alone)
 
 
 # --------------------------------------------------------------------------- backend and device of a rank
@@ -196,3 +183,34 @@ def test_attack_with_certificate_checks_on_two_processes_writes_the_one_process_
     doc = json.loads((tmp_path / "a.json").read_text())
     assert doc["world_size"] == 2 and doc["certificates_checked"] == 100
     assert stable(doc) == stable(one_process(args))
+
+
+# --------------------------------------------------------------------------- small runs
+
+
+def test_the_clean_pass_shards_whole_batches_so_small_runs_use_every_rank(monkeypatch):
+    """300 examples in batches of 64 on 3 ranks: 64 + 128 + 108 rows (chunks of 512 would leave two idle),
+    each rank's shard starting on a one-process batch boundary."""
+    import importlib
+
+    from certify.certificates.clean_pass import CleanPass, Examples
+
+    module = importlib.import_module("certify.certificates.clean_pass")
+
+    def rows(lo: int, hi: int) -> Examples:
+        idx = np.arange(lo, hi)
+        return Examples(idx, idx % 3, idx % 3, idx * 0.5, idx * 0.25, idx * 0.1)
+
+    asked = {}
+
+    def fake_pass(module_, data, device, *, plan, batch_size, progress, start, stop):
+        asked[start] = stop
+        return CleanPass(rows(start, stop), False)
+
+    monkeypatch.setattr(module, "clean_pass", fake_pass)
+    monkeypatch.setattr(module, "gather", lambda mine, world, what: [mine])
+    data = load_dataset("demo", limit=300)
+    for rank in range(3):
+        module.sharded_clean_pass(None, data, torch.device("cpu"), batch_size=64, world=World(rank, 3, rank))
+    assert asked == {0: 64, 64: 192, 192: 300}
+    assert all(lo % 64 == 0 for lo in asked)
