@@ -6,10 +6,12 @@ through :func:`world_from_env`.  :func:`init_world` joins the process group (NCC
 of a node has a GPU of its own, else gloo: :func:`backend_for`; objects always travel over gloo).  Without torchrun the world is one process and nothing
 changes.
 
-* **Shards are deterministic.** :func:`shard` gives each rank a contiguous run of whole chunks of
-  :data:`certify.defaults.ATTACK_CHUNK` examples.  The attack seeds each chunk from the run's seed
-  and the chunk's first index only (``attacks.runner``), and batches start at the chunk
-  boundaries, so an example's result does not depend on the number of processes.
+* **Shards are deterministic.** :func:`shard` gives each rank a contiguous run of whole units of
+  work: chunks of :data:`certify.defaults.ATTACK_CHUNK` examples for the attacks (each seeded from
+  the run's seed and the chunk's first index only, ``attacks.runner``, its batches starting at the
+  chunk's start), batches for the clean pass, the empirical estimates and the certificate check
+  (each seeded by its first index).  A unit runs as it would in one process, so an example's
+  result does not depend on the number of processes.
 * **Every rank ends with every row.** :func:`gather` collects one object per rank, in rank order,
   on every rank (``all_gather_object``); the callers join them in dataset order, so every rank
   holds the same report and rank 0 alone writes it.
