@@ -105,8 +105,7 @@ def test_the_cli_joins_with_nccl_on_cuda(monkeypatch):
 # --------------------------------------------------------------------------- commands that run in one process
 
 
-@pytest.mark.parametrize("command", [["verify", "m.onnx", "p.vnnlib"], ["verify", "--instances", "i.csv"],
-                                     ["demo", "--limit", "10"]], ids=repr)
+@pytest.mark.parametrize("command", [["verify", "m.onnx", "p.vnnlib"], ["demo", "--limit", "10"]], ids=repr)
 def test_verify_and_demo_refuse_torchrun_in_one_line(command, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -214,3 +213,56 @@ def test_the_clean_pass_shards_whole_batches_so_small_runs_use_every_rank(monkey
         module.sharded_clean_pass(None, data, torch.device("cpu"), batch_size=64, world=World(rank, 3, rank))
     assert asked == {0: 64, 64: 192, 192: 300}
     assert all(lo % 64 == 0 for lo in asked)
+
+
+def _bench(tmp_path):
+    from .helpers_vnnlib import mlp_onnx, robustness_vnnlib
+
+    mlp_onnx(tmp_path / "id.onnx", [(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]), np.array([0.0, 0.0, 0.5]))])
+    (tmp_path / "robust.vnnlib").write_text(robustness_vnnlib(np.array([0.9, 0.0]), np.array([1.0, 0.1]), 3, 0))
+    (tmp_path / "broken.vnnlib").write_text(robustness_vnnlib(np.array([0.9, 0.0]), np.array([1.0, 0.95]), 3, 0))
+    (tmp_path / "instances.csv").write_text("id.onnx,robust.vnnlib,30\nid.onnx,broken.vnnlib,30\n"
+                                            "id.onnx,missing.vnnlib,30\nid.onnx,broken.vnnlib,30\n")
+    return tmp_path / "instances.csv"
+
+
+def test_instances_are_dealt_out_in_turn_and_joined_in_file_order(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    from certify.vnnlib import instances as module
+
+    csv = _bench(tmp_path)
+    alone = module.run_instances(csv, seed=1)
+    sent = {}
+
+    def send(rows, world, what):
+        sent[world.rank] = rows
+        return [sent.get(0, []), rows] if world.rank == 1 else [rows, sent[1]]
+
+    monkeypatch.setattr(module, "gather", send)
+    assert [r.instance.vnnlib for r in module.run_instances(csv, seed=1, world=World(1, 2, 1)).rows[-2:]] == \
+        ["broken.vnnlib", "broken.vnnlib"]
+    shared = module.run_instances(csv, seed=1, world=World(0, 2, 0))
+    assert [i for i, _ in sent[0]] == [0, 2] and [i for i, _ in sent[1]] == [1, 3]
+    assert [(r.instance, r.result.result) for r in shared.rows] == [(r.instance, r.result.result) for r in alone.rows]
+    assert [r.result.result for r in alone.rows] == ["unsat", "sat", "error", "sat"]
+
+
+@pytest.mark.slow
+def test_verify_instances_on_two_processes_write_the_one_process_answers(tmp_path):
+    """4 rows over 2 ranks (rows 0 and 2 on rank 0, 1 and 3 on rank 1): rank 0 writes every answer,
+    in the file's order, as one process does; rank 1 writes and prints nothing."""
+    pytest.importorskip("onnx")
+    _bench(tmp_path)
+    args = ["verify", "--instances", str(tmp_path / "instances.csv"), "--seed", "1"]
+    runs = launch([["-m", "certify", *args, "--results", str(tmp_path / f"r{rank}.csv")] for rank in range(2)])
+    assert [r[0] for r in runs] == [0, 0], [r[2] for r in runs]
+    assert runs[0][1].startswith("4 instances: 2 sat, 1 unsat, 0 unknown, 0 timeout, 1 error in ")
+    assert runs[1][1] == "" and not (tmp_path / "r1.csv").exists()
+    res = CliRunner().invoke(main, [*args, "--results", str(tmp_path / "alone.csv")])
+    assert res.exit_code == 0, res.stderr
+
+    def answers(path):
+        return [line.split(",")[:3] for line in path.read_text().splitlines()]
+
+    assert answers(tmp_path / "r0.csv") == answers(tmp_path / "alone.csv")
+    assert [a[2] for a in answers(tmp_path / "alone.csv")[1:]] == ["unsat", "sat", "error", "sat"]
