@@ -150,7 +150,7 @@ def _estimate_columns(model: Callable[[torch.Tensor], torch.Tensor], data: Datas
             cols[key].append(val.detach().cpu())
         if progress is not None:
             progress(b + x.shape[0] - lo, hi - lo)
-    return {k: torch.cat(v) if v else torch.zeros(0) for k, v in cols.items()}
+    return {k: torch.cat(v) if v else torch.zeros(0, device="cpu") for k, v in cols.items()}
 
 
 def local_search(model: Callable[[torch.Tensor], torch.Tensor], data: Dataset, spectral: torch.Tensor, *,
