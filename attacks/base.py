@@ -186,10 +186,12 @@ def is_oom(err: BaseException) -> bool:
 def run_batched(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm | str,
                 eps: float | torch.Tensor | None, bounds: Bounds, seed: int, batch_size: int,
                 device: torch.device, key: int = 0,
-                on_batch: Callable[[int], None] | None = None) -> AttackOutcome:
+                on_batch: Callable[[int], None] | None = None, offset: int = 0) -> AttackOutcome:
     """Attack ``x`` (on any device) batch by batch on ``device``; results come back on the CPU.
 
-    Each batch's seed depends on ``seed``, ``key`` and the batch offset only.
+    Each batch's seed depends on ``seed``, ``key`` and the batch offset only (``offset`` plus its
+    start in ``x``: a caller attacking part of a longer list from position ``offset``, at a batch
+    boundary, gets the batches and seeds of the whole list).
     On out-of-memory the batch is retried at half the size.
     """
     norm = attack.check_norm(norm)
@@ -201,7 +203,7 @@ def run_batched(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tens
         hi = min(n, lo + bs)
         try:
             out = _one_batch(attack, model, x[lo:hi], y[lo:hi], norm, eps_all, lo, hi, bounds,
-                             batch_seed(seed, key, lo), device)
+                             batch_seed(seed, key, offset + lo), device)
         except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
             if not is_oom(err):
                 raise

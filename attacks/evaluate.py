@@ -111,7 +111,7 @@ def evaluate(
 
     Under torchrun (``world``, default: the initialised process group's) each rank attacks its shard
     of the chunks and every rank gets the whole report, the same as one process's (the certificate
-    check, ``check_certificates``, runs on every rank).
+    check, ``check_certificates``, shares its sample out the same way).
     """
     world = current_world() if world is None else world
     norm, eps_t = Norm.parse(norm), parse_eps(list(eps))
@@ -146,7 +146,7 @@ def evaluate(
     try:
         partial = run_chunks(run, specs, steps_t, restarts, cascade, world)
         if check_certificates and not partial:
-            checked = check_sampled(run, clean.radius, check_certificates, specs)
+            checked = check_sampled(run, clean.radius, check_certificates, specs, world)
     except KeyboardInterrupt:
         partial = True
     seconds = time.perf_counter() - start + (resume.seconds if resume is not None else 0.0)

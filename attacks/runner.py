@@ -21,7 +21,7 @@ from certify.defaults import (
     DEFAULT_CHECK_RESTARTS,
     DEFAULT_CHECK_STEPS,
 )
-from certify.distributed import World, gather
+from certify.distributed import SINGLE, World, gather
 from certify.threat import Norm
 
 from .apgd import APGD
@@ -108,12 +108,12 @@ class Run:
         self.min_attack[idx[better]] = name
 
     def attack(self, attack: Attack, idx: np.ndarray, eps: float | torch.Tensor | None, key: int,
-               weight: int = 1) -> AttackOutcome:
+               weight: int = 1, offset: int = 0) -> AttackOutcome:
         t = torch.from_numpy(idx)
         e = eps[t] if isinstance(eps, torch.Tensor) else eps
         return run_batched(attack, self.module, self.x[t], self.y[t], norm=self.norm, eps=e, bounds=self.bounds,
                            seed=self.seed, batch_size=self.batch_size, device=self.device, key=key,
-                           on_batch=lambda b: self.tick(b * weight))
+                           on_batch=lambda b: self.tick(b * weight), offset=offset)
 
 
 @dataclass(frozen=True)
@@ -228,9 +228,16 @@ def _key(ai: int, budget: int | None, ei: int) -> int:
     return (ai * 1_000_003 + (budget or 0)) * 1_009 + ei
 
 
-def check_sampled(run: Run, radius: np.ndarray, count: int, specs: list[tuple[str, type[Attack]]]) -> int:
+def check_sampled(run: Run, radius: np.ndarray, count: int, specs: list[tuple[str, type[Attack]]],
+                  world: World = SINGLE) -> int:
     """Strong attacks (PGD-CE, PGD-margin, APGD-CE, the suite's minimum-norm attacks) at ε = 0.999·radius
-    on a seeded sample of certified points."""
+    on a seeded sample of certified points.
+
+    Under torchrun each rank attacks whole batches of the sample (:func:`certify.distributed.shard`
+    of the sample's positions, aligned to the batch size, so every batch keeps its one-process seed)
+    and every rank records the successes of all, in sample order.  A rank interrupted in its part
+    makes the check unfinished on every rank (``KeyboardInterrupt``).
+    """
     pool = np.flatnonzero(run.correct & np.isfinite(radius) & (radius > 0))
     if len(pool) == 0:
         return 0
@@ -242,10 +249,22 @@ def check_sampled(run: Run, radius: np.ndarray, count: int, specs: list[tuple[st
               ("check:pgd-margin", MarginPGD(steps=DEFAULT_CHECK_STEPS, restarts=DEFAULT_CHECK_RESTARTS)),
               ("check:apgd-ce", APGD(steps=DEFAULT_CHECK_STEPS, restarts=DEFAULT_CHECK_RESTARTS))]
     strong += [(f"check:{n}", cls()) for n, cls in specs if cls.minimization]
+    lo, hi = world.shard(len(idx), align=run.batch_size)
+    mine: list[tuple[np.ndarray, np.ndarray]] | None = []
+    try:
+        for si, (name, attack) in enumerate(strong):
+            out = run.attack(attack, idx[lo:hi], None if attack.minimization else eps,
+                             key=_key(10_000 + si, None, 0), offset=lo)
+            mine.append((out.success.numpy(), out.distance.numpy()))  # type: ignore[union-attr]
+    except KeyboardInterrupt:
+        mine = None
+    parts = gather(mine, world, "the certificate check") if world.distributed else [mine]
+    if any(part is None for part in parts):
+        raise KeyboardInterrupt
     for si, (name, attack) in enumerate(strong):
-        out = run.attack(attack, idx, None if attack.minimization else eps, key=_key(10_000 + si, None, 0))
-        dist = out.distance.numpy()
-        _record_violations(run, idx, out.success.numpy(), dist, name, radius,
+        success = np.concatenate([part[si][0] for part in parts])
+        dist = np.concatenate([part[si][1] for part in parts])
+        _record_violations(run, idx, success, dist, name, radius,
                            eps=None if attack.minimization else eps.numpy()[idx])
     run.tick(count)
     return len(idx)

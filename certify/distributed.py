@@ -2,14 +2,16 @@
 
 ``torchrun --nproc_per_node=N -m certify <command> …`` starts N copies of a command; each copy
 learns its place from the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)
-through :func:`world_from_env`.  :func:`init_world` joins the process group (NCCL on CUDA, gloo on
-the CPU; objects always travel over gloo).  Without torchrun the world is one process and nothing
+through :func:`world_from_env`.  :func:`init_world` joins the process group (NCCL when every rank
+of a node has a GPU of its own, else gloo: :func:`backend_for`; objects always travel over gloo).  Without torchrun the world is one process and nothing
 changes.
 
-* **Shards are deterministic.** :func:`shard` gives each rank a contiguous run of whole chunks of
-  :data:`certify.defaults.ATTACK_CHUNK` examples.  The attack seeds each chunk from the run's seed
-  and the chunk's first index only (``attacks.runner``), and batches start at the chunk
-  boundaries, so an example's result does not depend on the number of processes.
+* **Shards are deterministic.** :func:`shard` gives each rank a contiguous run of whole units of
+  work: chunks of :data:`certify.defaults.ATTACK_CHUNK` examples for the attacks (each seeded from
+  the run's seed and the chunk's first index only, ``attacks.runner``, its batches starting at the
+  chunk's start), batches for the clean pass, the empirical estimates and the certificate check
+  (each seeded by its first index).  A unit runs as it would in one process, so an example's
+  result does not depend on the number of processes.
 * **Every rank ends with every row.** :func:`gather` collects one object per rank, in rank order,
   on every rank (``all_gather_object``); the callers join them in dataset order, so every rank
   holds the same report and rank 0 alone writes it.
@@ -130,26 +132,23 @@ def current_world() -> World:
 
 
 def init_world(device: Any = None) -> World:
-    """Join the process group torchrun describes, on ``device`` (NCCL for CUDA, else gloo); the world.
+    """Join the process group torchrun describes, on ``device`` (:func:`backend_for`); the world.
 
     Without torchrun (or with one process) nothing is set up and :data:`SINGLE`-like worlds come back.
     """
     world = world_from_env()
     if not world.distributed:
         return world
-    import torch
     import torch.distributed as dist
 
     if dist.is_initialized():
         return current_world()
     timeout = datetime.timedelta(seconds=timeout_seconds())
-    cuda = device is not None and torch.device(device).type == "cuda"
-    kwargs = {"device_id": torch.device(device)} if cuda else {}
+    backend, kwargs = backend_for(device, local_world_size())
     try:
         store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
-        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=size,
-                                timeout=timeout, **kwargs)
-        group = dist.new_group(backend="gloo", timeout=timeout) if cuda else None
+        dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout, **kwargs)
+        group = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
     except (RuntimeError, ValueError) as err:  # DistStoreError (a timeout) is a RuntimeError
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise RuntimeFailure(f"rank {world.rank} of {world.world_size} could not join the other ranks "
@@ -157,6 +156,32 @@ def init_world(device: Any = None) -> World:
                              f"{os.environ.get('MASTER_PORT')!r}): {first}") from err
     _STATE.update(store=store, group=group, exchanges=0)
     return world
+
+
+def backend_for(device: Any, local_world_size: int = 1, visible_gpus: int | None = None) -> tuple[str, dict[str, Any]]:
+    """The process-group backend for a rank on ``device`` and the extra arguments of
+    ``init_process_group``: NCCL bound to the rank's GPU (``device_id``) for a CUDA device when each of
+    the node's ``local_world_size`` ranks has a GPU of its own (NCCL refuses two ranks on one GPU),
+    gloo otherwise (``device`` None: the CPU).  ``visible_gpus`` defaults to
+    ``torch.cuda.device_count()``.  Nothing lipcert exchanges needs NCCL: objects always travel over a
+    gloo group (:func:`gather`), so both choices give the same results."""
+    import torch
+
+    if device is None or torch.device(device).type != "cuda":
+        return "gloo", {}
+    gpus = torch.cuda.device_count() if visible_gpus is None else visible_gpus
+    if local_world_size > gpus:
+        return "gloo", {}
+    return "nccl", {"device_id": torch.device(device)}
+
+
+def local_world_size(env: Mapping[str, str] | None = None) -> int:
+    """The ranks on this node (torchrun's ``LOCAL_WORLD_SIZE``; 1 when it is not set or not a number)."""
+    env = os.environ if env is None else env
+    try:
+        return max(1, int(env.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def close_world() -> None:

@@ -183,6 +183,8 @@ ANALYZE = ["analyze", "--norm", "l2", "--eps", "0,0.3", "--attacks", "pgd", "--s
 SUITE = ("model: {{path: {model}}}\ndata: {{source: demo, limit: 600}}\nnorm: l2\neps: [0.1, 0.3]\n"
          "attacks: {{names: [pgd], steps: [2]}}\nlipschitz: false\nanalysis: {{train_margins: false}}\n"
          "gates: {{min_clean_accuracy: 0.5}}\n")
+#: The empirical estimates of 700 points, in batches of 250: rank 0 estimates 2, rank 1 one.
+LIPSCHITZ = ["lipschitz", "--norm", "l2", "--data", "demo", "--limit", "700"]
 DATA_LIPSCHITZ = ["data-lipschitz", "demo", "--limit", "900"]  # one block of 2048 rows: rank 1 idle
 #: After the commands: the nearest-pair search in blocks of 64 rows (16 blocks, 8 per rank), written by rank 0.
 PAIR_SEARCH = """
@@ -214,7 +216,7 @@ def with_model(command: list[str], model: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_ranks(model, tmp_path_factory) -> dict[str, Any]:
-    """certify, attack, analyze and run on 2 processes; each rank asks for its own files (only rank 0 may
+    """certify, attack, analyze, run, data-lipschitz and lipschitz on 2 processes; each rank asks for its own files (only rank 0 may
     write)."""
     tmp = tmp_path_factory.mktemp("two")
     suite = tmp / "suite.yaml"
@@ -227,14 +229,15 @@ def two_ranks(model, tmp_path_factory) -> dict[str, Any]:
             [*with_model(ANALYZE, model), "--json", str(tmp / f"analyze{rank}.json"), "-q"],
             ["run", str(suite), "--json", str(tmp / f"run{rank}.json"), "--junit", str(tmp / f"run{rank}.xml"),
              "-q"],
-            [*DATA_LIPSCHITZ, "--json", str(tmp / f"data-lipschitz{rank}.json"), "-q"]]),
+            [*DATA_LIPSCHITZ, "--json", str(tmp / f"data-lipschitz{rank}.json"), "-q"],
+            [*with_model(LIPSCHITZ, model), "--json", str(tmp / f"lipschitz{rank}.json"), "-q"]]),
             PAIR_SEARCH.format(path=str(tmp / "pairs0.json"))])
     runs = launch(commands)
     assert [r[0] for r in runs] == [0, 0], [r[2] for r in runs]
     assert not list(tmp.glob("*1.*"))  # rank 1 writes nothing
     assert (tmp / "run0.xml").exists()
     return {k: json.loads((tmp / f"{k}0.json").read_text())
-            for k in ("certify", "attack", "analyze", "run", "data-lipschitz", "pairs")}
+            for k in ("certify", "attack", "analyze", "run", "data-lipschitz", "pairs", "lipschitz")}
 
 
 def test_certify_on_two_processes_writes_the_one_process_json(two_ranks, model):
@@ -274,6 +277,12 @@ def test_data_lipschitz_on_two_processes_finds_the_one_process_pair(two_ranks):
 
     alone = dataclasses.asdict(data_lipschitz(load_dataset("demo"), block=64))
     assert stable(two_ranks["pairs"]) == stable(alone)  # the rows searched on two ranks, 8 blocks each
+
+
+def test_lipschitz_estimates_on_two_processes_write_the_one_process_json(two_ranks, model):
+    doc = two_ranks["lipschitz"]
+    assert doc["world_size"] == 2 and doc["empirical"]["n"] == 700
+    assert stable(doc) == stable(one_process(with_model(LIPSCHITZ, model)))
 
 
 def test_a_rank_that_fails_or_dies_ends_the_run_with_one_line_naming_it(model, tmp_path):

@@ -94,9 +94,11 @@ def sharded_clean_pass(module: Any, data: Dataset, device: torch.device, *, plan
 
     One process (``world`` None and no process group): :func:`clean_pass` itself.  An interrupted
     rank ends the rows at its last one: a partial keeps the rows from example 0 up to the first gap.
+    Shards are whole batches (aligned to ``batch_size``, not to the attacks' chunks): every rank runs
+    exactly the batches one process would, and a small run keeps every rank busy.
     """
     world = current_world() if world is None else world
-    lo, hi = world.shard(len(data))
+    lo, hi = world.shard(len(data), align=max(1, batch_size))
     mine = clean_pass(module, data, device, plan=plan, batch_size=batch_size, progress=progress, start=lo, stop=hi)
     if not world.distributed:
         return mine

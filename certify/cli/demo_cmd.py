@@ -36,6 +36,10 @@ from .output import check_outputs, check_positive, emit_json, show, stderr_conso
 def demo(models_dir: str | None, limit: int | None, attack_steps: int, batch_size: int, device: str, seed: int,
          json_path: str | None, quiet: bool) -> None:
     """Certify and attack the shipped Fashion-MNIST models on embedded test images (no downloads)."""
+    from .options import one_process_only
+
+    one_process_only("demo", "the tour of 1,000 embedded images is not shared out between ranks, so every "
+                             "rank would run all of it and print the same tables")
     from ..data import load_dataset
     from ..device import resolve_device, seed_everything
     from ..evaluation.demo import DEMO_MODELS, find_models, run_demo

@@ -53,7 +53,8 @@ def lipschitz(model: str, arch: str | None, arch_kwargs: str | None, trust_check
     from ..reporting.tables import empirical_table, lipschitz_table
     from ..results import lipschitz_json
 
-    quiet, json_path = rank_outputs(quiet, json_path)  # torchrun: every rank computes it all, rank 0 writes
+    # torchrun: every rank analyses the weights (deterministic, cheap), the estimates are sharded, rank 0 writes
+    quiet, json_path = rank_outputs(quiet, json_path)
     check_positive("--limit", limit)
     check_outputs({"--json": json_path}, model_inputs(model, arch, data_source))
     dev = run_device_for(device)
@@ -94,7 +95,7 @@ def data_lipschitz_cmd(data_source: str, split: str, data_root: str | None, limi
     from ..reporting.tables import data_lipschitz_table
     from ..results import data_lipschitz_json
 
-    quiet, json_path = rank_outputs(quiet, json_path)  # torchrun: every rank computes it all, rank 0 writes
+    quiet, json_path = rank_outputs(quiet, json_path)  # torchrun: row blocks shared out, rank 0 writes
     check_outputs({"--json": json_path}, {"the data": data_source})
     dev = run_device_for(device)
     data = load_dataset(data_source, split=split, data_root=data_root, limit=limit)

@@ -179,6 +179,17 @@ def check_lipschitz_constant(loaded: Any, norm: str, certificate: str, lipschitz
 # --------------------------------------------------------------------------- torchrun
 
 
+def one_process_only(command: str, why: str) -> None:
+    """Refuse to run ``command`` under torchrun (more than one process) with one line saying ``why``."""
+    from ..distributed import world_from_env
+    from ..errors import BadInputError
+
+    world = world_from_env()
+    if world.distributed:
+        raise BadInputError(f"lipcert {command} does not run under torchrun (WORLD_SIZE {world.world_size}): "
+                            f"{why}; run it as one process, without torchrun")
+
+
 def run_device_for(device: str) -> Any:
     """The device of this run; under torchrun, this rank's (``cuda`` → ``cuda:LOCAL_RANK``), after
     joining the process group (left when the process exits: commands run in one process share it)."""

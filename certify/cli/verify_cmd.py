@@ -8,8 +8,8 @@ import click
 
 from ..defaults import DEFAULT_SEED, SEED_MAX
 from .app import main
-from .options import load_model_from_options, set_debug
-from .output import check_outputs, emit_json
+from .options import load_model_from_options, one_process_only, run_device_for, set_debug
+from .output import check_outputs, emit_json, main_process, rank_outputs
 
 #: Seconds per property when --timeout is not given.
 DEFAULT_VERIFY_TIMEOUT = 60.0
@@ -48,6 +48,8 @@ def verify(model: str | None, property_path: str | None, timeout: float, instanc
         raise click.UsageError("give MODEL and PROPERTY (or --instances DIR/instances.csv)")
     if not timeout > 0:
         raise click.BadParameter(f"must be positive, got {timeout}", param_hint="--timeout")
+    one_process_only("verify", "one property is decided by one process (torchrun shares out the rows "
+                               "of --instances)")
     from ..io import output_set
     from ..results import verify_json
     from ..vnnlib import read_vnnlib
@@ -83,7 +85,12 @@ def _run_instances(instances_path: str, results_path: str | None, json_path: str
     from ..results import verify_json
     from ..vnnlib.instances import results_csv, run_instances
 
+    # torchrun: the rows are shared out, rank 0 prints its own progress and writes every answer
+    main_rank = main_process()
+    quiet, json_path, results_path = rank_outputs(quiet, json_path, results_path)
     check_outputs({"--json": json_path, "--results": results_path}, {"the instances file": instances_path})
+    run_device_for("cpu")  # joins the process group under torchrun
+
     def progress(done: int, total: int, row: object) -> None:
         if not quiet:
             r = row.result  # type: ignore[attr-defined]
@@ -95,5 +102,5 @@ def _run_instances(instances_path: str, results_path: str | None, json_path: str
         emit_json(verify_json(run=run, argv=sys.argv[1:]), json_path, out)
         if results_path:
             out.text(results_path, results_csv(run))
-    if json_path != "-":
+    if json_path != "-" and main_rank:
         click.echo(run.summary())

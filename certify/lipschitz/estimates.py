@@ -95,31 +95,62 @@ def empirical_estimates(model: Callable[[torch.Tensor], torch.Tensor], data: Dat
                         local_points: int = LOCAL_SEARCH_POINTS, local_steps: int = LOCAL_SEARCH_STEPS,
                         local_radius: float = LOCAL_SEARCH_RADIUS, bounds: tuple[float, float] = (0.0, 1.0),
                         device: torch.device | str | None = None, seed: int = 0,
-                        progress: ProgressFn | None = None) -> EmpiricalEstimates:
-    """Empirical lower bounds on ``data`` (see the module docs); ``device=None``: the model's."""
+                        progress: ProgressFn | None = None, world: World | None = None) -> EmpiricalEstimates:
+    """Empirical lower bounds on ``data`` (see the module docs); ``device=None``: the model's.
+
+    The power iteration of the batch starting at example ``lo`` draws its start vectors from a
+    generator seeded with ``(seed, lo)`` alone, so the result does not depend on the number of
+    processes.  Under torchrun (``world``, default: the initialised process group's) each rank
+    estimates whole batches of its shard (:func:`certify.distributed.shard` aligned to
+    ``batch_size``) and the per-example columns are gathered in dataset order on every rank; the
+    local search, from the ``local_points`` highest points, is small and runs on every rank alike.
+    """
     if isinstance(model, torch.nn.Module):
         from ..device import run_device
 
         device = run_device(model, device)
     elif device is None:
         raise BadInputError("empirical_estimates: pass device= for a model that is not an nn.Module")
+    if batch_size < 1:
+        raise BadInputError(f"batch size must be at least 1, got {batch_size}", param="batch_size")
     import time
 
     start = time.perf_counter()
-    gen = torch.Generator().manual_seed(seed)
-    cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("spec", "l2", "l1", "j2", "j1")}
-    for lo, x, y in data.batches(batch_size, device):
-        spec, _ = _jacobian_spectral(model, x, iterations, gen)
-        for key, val in zip(("spec", "l2", "l1", "j2", "j1"), (spec,) + _rows(model, x, y)):
-            cols[key].append(val.detach().cpu())
-        if progress is not None:
-            progress(lo + x.shape[0], len(data))
-    c = {k: torch.cat(v) for k, v in cols.items()}
+    world = current_world() if world is None else world
+    lo, hi = world.shard(len(data), align=batch_size)
+    mine = _estimate_columns(model, data, lo, hi, iterations, batch_size, device, seed, progress)
+    parts = gather(mine, world, "the empirical estimates") if world.distributed else [mine]
+    c = {k: torch.cat([part[k] for part in parts]) for k in _COLUMNS}
+    gen = torch.Generator().manual_seed(_batch_seed(seed, len(data)))
     local = local_search(model, data, c["spec"], points=local_points, steps=local_steps, radius=local_radius,
                          iterations=iterations, bounds=bounds, device=device, gen=gen)
     return EmpiricalEstimates(len(data), float(c["spec"].mean()), _peak(c["spec"]), _peak(c["l2"]),
                               _peak(c["l1"]), _peak(c["j2"]), _peak(c["j1"]), local,
                               time.perf_counter() - start)
+
+
+_COLUMNS = ("spec", "l2", "l1", "j2", "j1")
+
+
+def _batch_seed(seed: int, lo: int) -> int:
+    """The generator seed of the batch starting at example ``lo`` (the local search uses ``lo = n``)."""
+    return (int(seed) * 1_000_003 + int(lo)) % (2**63 - 1)
+
+
+def _estimate_columns(model: Callable[[torch.Tensor], torch.Tensor], data: Dataset, lo: int, hi: int,
+                      iterations: int, batch_size: int, device: torch.device | str, seed: int,
+                      progress: ProgressFn | None) -> dict[str, torch.Tensor]:
+    """The per-example columns of examples ``lo..hi`` (``lo`` a batch boundary), on the CPU."""
+    cols: dict[str, list[torch.Tensor]] = {k: [] for k in _COLUMNS}
+    for b in range(lo, hi, batch_size):
+        x, y = data.batch(b, min(hi, b + batch_size), device)
+        gen = torch.Generator().manual_seed(_batch_seed(seed, b))
+        spec, _ = _jacobian_spectral(model, x, iterations, gen)
+        for key, val in zip(_COLUMNS, (spec,) + _rows(model, x, y)):
+            cols[key].append(val.detach().cpu())
+        if progress is not None:
+            progress(b + x.shape[0] - lo, hi - lo)
+    return {k: torch.cat(v) if v else torch.zeros(0, device="cpu") for k, v in cols.items()}
 
 
 def local_search(model: Callable[[torch.Tensor], torch.Tensor], data: Dataset, spectral: torch.Tensor, *,

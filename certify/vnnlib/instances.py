@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..distributed import World, current_world, gather
 from ..errors import BadInputError, short_repr
 from .falsify import DEFAULT_BUDGET, SearchBudget
 from .parser import gunzip, read_vnnlib
@@ -86,17 +87,26 @@ def read_instances(csv_path: str | os.PathLike[str]) -> tuple[Instance, ...]:
 
 
 def run_instances(csv_path: str | os.PathLike[str], *, seed: int = 0, budget: SearchBudget = DEFAULT_BUDGET,
-                  progress: Callable[[int, int, InstanceResult], None] | None = None) -> InstancesRun:
-    """Verify every row of ``csv_path`` (see the module docs); ``progress(done, total, row)`` after each."""
+                  progress: Callable[[int, int, InstanceResult], None] | None = None,
+                  world: World | None = None) -> InstancesRun:
+    """Verify every row of ``csv_path`` (see the module docs); ``progress(done, total, row)`` after each.
+
+    Under torchrun (``world``, default: the initialised process group's) rank ``r`` of ``N`` decides
+    rows ``r, r + N, …`` (each within its own timeout, as alone) and every rank gets every row, in
+    the file's order; ``progress`` counts this rank's rows.
+    """
     from ..checkpoints import load_model
 
+    world = current_world() if world is None else world
     base = Path(csv_path).parent
     instances = read_instances(csv_path)
+    mine = range(world.rank, len(instances), world.world_size)
     models: dict[str, object] = {}
-    rows: list[InstanceResult] = []
+    rows: list[tuple[int, InstanceResult]] = []
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lipcert-vnncomp-") as tmp:
-        for inst in instances:
+        for i in mine:
+            inst = instances[i]
             t0 = time.monotonic()
             try:
                 if inst.onnx not in models:
@@ -105,10 +115,12 @@ def run_instances(csv_path: str | os.PathLike[str], *, seed: int = 0, budget: Se
                 result = verify(models[inst.onnx], prop, inst.timeout, seed=seed, budget=budget)  # type: ignore[arg-type]
             except BadInputError as err:
                 result = VerifyResult("error", time.monotonic() - t0, "", str(err))
-            rows.append(InstanceResult(inst, result))
+            rows.append((i, InstanceResult(inst, result)))
             if progress is not None:
-                progress(len(rows), len(instances), rows[-1])
-    return InstancesRun(tuple(rows), time.monotonic() - start)
+                progress(len(rows), len(mine), rows[-1][1])
+    if world.distributed:
+        rows = sorted(row for part in gather(rows, world, "the verify answers") for row in part)
+    return InstancesRun(tuple(row for _, row in rows), time.monotonic() - start)
 
 
 def _plain_file(p: Path, tmp: Path) -> Path:

@@ -4,6 +4,8 @@
 #   2. bench_certify.py              (certify / bare inference throughput, CNN and L2NNN, 10,000 images)
 #   3. bench_attacks.py              (PGD-100 vs bare loop on 10,000 points; vs foolbox/torchattacks; suite vs AutoAttack)
 #   4. bench_cli.py                  (lipcert start-up; certify and attack from the shell, wall time)
+#   5. bench_distributed.py          (torchrun with max(2, GPUs) ranks vs 1 process, same JSON: NCCL when
+#                                     every rank has a GPU of its own, gloo when 2 ranks share the one GPU)
 # and prints one table of the results, with the device named.
 #
 #   examples/benchmarks/gpu_check.sh [--wheels DIR] [--full-suite] [--cpu-dry-run] [--out DIR]
@@ -85,6 +87,10 @@ step attacks-pgd 240 "$PY" examples/benchmarks/bench_attacks.py --n "$N" --batch
 step attacks-autoattack 180 "$PY" examples/benchmarks/bench_attacks.py --n "$N_AA" --batch-size 500 \
   --device "$DEVICE" --epochs "$EPOCHS" --n-train "$NTRAIN" --sections 3 --suite-seeds 0
 step cli 120 "$PY" examples/benchmarks/bench_cli.py --repeats 5 --device "$DEVICE" --n "$N"
+GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count() if '$DEVICE' == 'cuda' else 0)")
+PROCS=$(( GPUS > 2 ? GPUS : 2 ))
+step "distributed-$PROCS-ranks" 300 "$PY" examples/benchmarks/bench_distributed.py --n "$N" --procs "$PROCS" \
+  --device "$DEVICE" --runs attack,certify,lipschitz,check
 if [ "$FULL" = 1 ]; then
   step pytest-all 600 "$PY" -m pytest -q -p no:cacheprovider -n 4
 fi
