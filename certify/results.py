@@ -106,7 +106,30 @@ def flags_json(flags: Sequence[Flag]) -> list[dict[str, str]]:
 
 
 def examples_json(ex: Examples) -> dict[str, list[Any]]:
-    return {f.name: jsonable(getattr(ex, f.name)) for f in dataclasses.fields(ex)}
+    """Per-example columns; ``radius_method`` by name (null where nothing certified the point)."""
+    from .certificates.auto_plan import method_names
+
+    out = {f.name: jsonable(getattr(ex, f.name)) for f in dataclasses.fields(ex)}
+    out["radius_method"] = method_names(ex.radius_method)
+    return out
+
+
+def methods_json(report: CertifyReport) -> dict[str, Any]:
+    """Which method certified how many points (by their largest radius), per ε and overall, and the budget."""
+    from .certificates.auto_plan import method_names
+
+    ex, plan = report.examples, report.plan
+    names = np.array(method_names(ex.radius_method), dtype=object)
+    per_eps = {}
+    for r in report.results:
+        got = names[ex.certified(r.eps)]
+        per_eps[f"{r.eps:g}"] = {m: int((got == m).sum()) for m in sorted(set(got.tolist()))}
+    out: dict[str, Any] = {"certified_by": per_eps,
+                           "certificate_methods": list(getattr(plan, "methods", (plan.certificate,)))}
+    if getattr(plan, "budget", None) is not None:
+        out["certificate_budget"] = plan.budget.as_dict()
+        out["bound_propagation_skipped"] = plan.bounds_skipped
+    return out
 
 
 # --------------------------------------------------------------------------- certify
@@ -130,6 +153,7 @@ def certify_json(report: CertifyReport, argv: Sequence[str] | None = None, *, pe
         "mean_gap": report.mean_gap,
         "median_radius": report.median_radius,
         "results": [jsonable(r) for r in report.results],
+        **methods_json(report),
         "flags": flags_json(report.flags),
         "partial": report.partial,
         "seed": report.seed,
