@@ -120,11 +120,12 @@ def methods_json(report: CertifyReport) -> dict[str, Any]:
 
     ex, plan = report.examples, report.plan
     names = np.array(method_names(ex.radius_method), dtype=object)
-    per_eps = {}
+    rows = []
     for r in report.results:
         got = names[ex.certified(r.eps)]
-        per_eps[f"{r.eps:g}"] = {m: int((got == m).sum()) for m in sorted(set(got.tolist()))}
-    out: dict[str, Any] = {"certified_by": per_eps,
+        rows += [{"eps": r.eps, "method": m, "certified_count": int((got == m).sum())}
+                 for m in sorted(set(got.tolist()))]
+    out: dict[str, Any] = {"certified_by": rows,
                            "certificate_methods": list(getattr(plan, "methods", (plan.certificate,)))}
     if getattr(plan, "budget", None) is not None:
         out["certificate_budget"] = plan.budget.as_dict()

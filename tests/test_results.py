@@ -34,16 +34,19 @@ LAYOUT = {
         "": (
             "lipcert_version schema_version command argv created world_size model data norm certificate certificate_norm "
             "lipschitz_constant lipschitz_verified lipschitz_basis lipschitz_reason clean_accuracy mean_gap "
-            "median_radius results flags partial seed seconds settings per_example"
+            "median_radius results certified_by certificate_methods certificate_budget bound_propagation_skipped "
+            "flags partial seed seconds settings per_example"
         ),
         "model": "path sha256 format",
         "data": "source split n",
         "results[]": "eps certified_accuracy certified_count",
         "settings": (
             "command model_sha256 data_source data_split data_total norm eps certificate lipschitz_constant "
-            "assume_lipschitz seed"
+            "assume_lipschitz seed certificate_budget"
         ),
-        "per_example": "index label prediction gap margin radius",
+        "per_example": "index label prediction gap margin radius radius_method",
+        "certified_by[]": "eps method certified_count",
+        "certificate_budget": "budget hit seconds bound_passes",
     },
     "attack": {
         "": (
@@ -73,7 +76,7 @@ LAYOUT = {
         "certify": (
             "lipcert_version schema_version command argv created world_size model data norm certificate certificate_norm "
             "lipschitz_constant lipschitz_verified lipschitz_basis lipschitz_reason clean_accuracy mean_gap "
-            "median_radius results flags partial seed seconds settings per_example"
+            "median_radius results certified_by certificate_methods flags partial seed seconds settings per_example"
         ),
         "certify.model": "path sha256 format",
         "certify.data": "source split n",
@@ -82,7 +85,8 @@ LAYOUT = {
             "command model_sha256 data_source data_split data_total norm eps certificate lipschitz_constant "
             "assume_lipschitz seed"
         ),
-        "certify.per_example": "index label prediction gap margin radius",
+        "certify.per_example": "index label prediction gap margin radius radius_method",
+        "certify.certified_by[]": "eps method certified_count",
         "attack": (
             "lipcert_version schema_version command argv created world_size model data norm eps attacks steps restarts "
             "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped "

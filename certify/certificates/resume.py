@@ -33,9 +33,9 @@ def certify_settings(model: LoadedModel, data: Dataset, *, norm: str, eps: Seque
                      certificate_budget: str | None = None) -> dict[str, Any]:
     """Everything a resumed certify run must share with the partial one (the budget only for ``auto``)."""
     budget = {"certificate_budget": certificate_budget} if certificate == "auto" and certificate_budget else {}
-    return {**budget, "command": "certify", "model_sha256": model.sha256, "data_source": data.source, "data_split": data.split,
+    return {"command": "certify", "model_sha256": model.sha256, "data_source": data.source, "data_split": data.split,
             "data_total": len(data), "norm": norm, "eps": [float(e) for e in eps], "certificate": certificate,
-            "lipschitz_constant": lipschitz_constant, "assume_lipschitz": bool(assume_lipschitz), "seed": seed}
+            "lipschitz_constant": lipschitz_constant, "assume_lipschitz": bool(assume_lipschitz), "seed": seed, **budget}
 
 
 def check_resume_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:

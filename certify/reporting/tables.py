@@ -36,7 +36,21 @@ def certify_table(report: CertifyReport) -> Table:
     t.add_row(f"median radius ({unit})", f"{report.median_radius:.4f}")
     for r in report.results:
         t.add_row(f"certified @ ε={r.eps:g}", f"{pct(r.certified_accuracy)}  ({r.certified_count}/{report.n})")
+        if len(getattr(plan, "methods", ())) > 1:
+            t.add_row("  by method", _by_method(report, r.eps))
+    budget = getattr(plan, "budget", None)
+    if budget is not None and budget.hit:
+        t.add_row("certificate budget", f"{budget.spec.text} hit: later points kept the cheaper radii")
     return t
+
+
+def _by_method(report: CertifyReport, eps: float) -> str:
+    """Certified points at ``eps`` by the method that gave their (largest) radius."""
+    from ..certificates.auto_plan import method_names
+
+    ex = report.examples
+    names = [m for m, ok in zip(method_names(ex.radius_method), ex.certified(eps)) if ok]
+    return ", ".join(f"{m} {names.count(m)}" for m in sorted(set(names))) or "none"
 
 
 def flags_table(flags: Sequence[Flag]) -> Table | None:
