@@ -191,6 +191,7 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
         "results": [_attack_row(r) for r in report.results],
         "worst_case": [{"eps": w.eps, "robust_accuracy": w.robust_accuracy} for w in report.worst_case],
         "certified_skipped": {f"{e:g}": c for e, c in report.certified_skipped.items()},
+        "status": _status_rows(report),
         "certificates_checked": report.certificates_checked,
         "violations": [jsonable(v) for v in report.violations],
         "iteration_scaling": [{k: v for k, v in _attack_row(r).items() if k != "seconds"}
@@ -206,7 +207,17 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
         ex = report.examples
         out["per_example"] = {name: jsonable(getattr(ex, name)) for name in ATTACK_EXAMPLE_COLUMNS}
         out["per_example"]["robust"] = jsonable(ex.robust)  # points × eps: worst-case robust (for resuming)
+        # points × eps: certified, broken or open
+        out["per_example"]["status"] = np.stack([ex.status(i, e) for i, e in enumerate(report.eps)], axis=1
+                                                ).tolist() if len(ex) else []
     return jsonable(out)
+
+
+def _status_rows(report: Any) -> list[dict[str, Any]]:
+    from attacks.report import status_counts
+
+    return [{"eps": c.eps, "certified": c.certified, "broken": c.broken, "open": c.open, **c.shares()}
+            for c in status_counts(report)]
 
 
 def _attack_row(r: Any) -> dict[str, Any]:

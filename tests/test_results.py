@@ -51,7 +51,7 @@ LAYOUT = {
     "attack": {
         "": (
             "lipcert_version schema_version command argv created world_size model data norm eps attacks steps restarts "
-            "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped "
+            "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped status "
             "certificates_checked violations iteration_scaling flags notes partial seed seconds settings "
             "per_example"
         ),
@@ -64,7 +64,8 @@ LAYOUT = {
             "command model_sha256 data_source data_split data_total norm eps attacks steps restarts mode "
             "certify_first certificate assume_lipschitz check_certificates seed"
         ),
-        "per_example": "index label prediction gap margin radius min_adv_distance min_adv_attack robust",
+        "per_example": "index label prediction gap margin radius min_adv_distance min_adv_attack robust status",
+        "status[]": "eps certified broken open certified_share broken_share open_share",
     },
     "analyze": {
         "": (
@@ -89,7 +90,7 @@ LAYOUT = {
         "certify.certified_by[]": "eps method certified_count",
         "attack": (
             "lipcert_version schema_version command argv created world_size model data norm eps attacks steps restarts "
-            "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped "
+            "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped status "
             "certificates_checked violations iteration_scaling flags notes partial seed seconds settings "
             "per_example"
         ),
@@ -101,7 +102,8 @@ LAYOUT = {
             "command model_sha256 data_source data_split data_total norm eps attacks steps restarts mode "
             "certify_first certificate assume_lipschitz check_certificates seed"
         ),
-        "attack.per_example": "index label prediction gap margin radius min_adv_distance min_adv_attack robust",
+        "attack.per_example": "index label prediction gap margin radius min_adv_distance min_adv_attack robust status",
+        "attack.status[]": "eps certified broken open certified_share broken_share open_share",
         "lipschitz": (
             "lipcert_version schema_version command argv created world_size model norm verified unverifiable_ops "
             "graph_source global_bound per_logit_bounds pair_bounds layers empirical"
@@ -114,7 +116,7 @@ LAYOUT = {
         ),
         "analysis.curves[]": "name eps values",
         "analysis.certified_accuracy": "name eps values",
-        "analysis.at_eps[]": "eps empirical_error robust_accuracy certified_accuracy certified_error",
+        "analysis.at_eps[]": "eps empirical_error robust_accuracy certified_accuracy certified_error open_share",
         "analysis.gap_bins[]": "index n gap_min gap_max natural_accuracy attacked_accuracy certified_accuracy",
         "analysis.hybrid[]": "threshold delegated_share kept_accuracy overall_accuracy",
         "analysis.margins": "edges test train test_mean train_mean",

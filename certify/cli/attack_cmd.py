@@ -96,7 +96,7 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     from ..device import seed_everything
     from ..errors import CertificateViolation
     from ..reporting.examples_csv import attack_examples_csv
-    from ..reporting.tables import attack_table, flags_table, iteration_scaling_table
+    from ..reporting.tables import attack_table, flags_table, iteration_scaling_table, status_table
     from ..results import attack_json, read_results
 
     dev = run_device_for(device)
@@ -121,7 +121,7 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
         emit_json(attack_json(report, sys.argv[1:]), json_path, out)
         if per_example_path:
             out.text(per_example_path, attack_examples_csv(report))
-    show([attack_table(report), iteration_scaling_table(report), flags_table(report.flags)], quiet,
+    show([attack_table(report), status_table(report), iteration_scaling_table(report), flags_table(report.flags)], quiet,
          json_path == "-")
     for note in report.notes if not quiet else ():
         stderr_console().print(f"[dim]Note:[/] {note}")

@@ -88,6 +88,21 @@ def attack_table(report: Any) -> Table:
     return t
 
 
+def status_table(report: Any) -> Table:
+    """Per ε: certified, broken (an adversarial example found) and open (neither) points."""
+    from attacks.report import status_counts
+
+    t = Table(title="Certified · broken · open (open: the gap a stronger verifier or attack could close)",
+              title_justify="left")
+    for col in ("ε", "certified", "broken", "open"):
+        t.add_column(col, justify="right")
+    for c in status_counts(report):
+        sh = c.shares()
+        t.add_row(f"{c.eps:g}", f"{pct(sh['certified_share'])} ({c.certified})",
+                  f"{pct(sh['broken_share'])} ({c.broken})", f"[bold]{pct(sh['open_share'])}[/] ({c.open})")
+    return t
+
+
 def iteration_scaling_table(report: Any) -> Table | None:
     """[L2NNN] Tables 1/2: robust accuracy against attack budget, per attack and ε."""
     if not report.iteration_scaling:
@@ -186,11 +201,11 @@ def analysis_tables(a: dict[str, Any]) -> list[Table]:
     """Rich tables of an analysis JSON: readings at ε, gap bins, hybrid and singular values."""
     unit = Norm.parse(a["norm"]).symbol
     t = Table(title=f"Error at chosen ε ({unit}) · n = {a['n']}", title_justify="left")
-    for col in ("ε", "%err (attacks)", "robust acc", "certified acc", "certified err"):
+    for col in ("ε", "%err (attacks)", "robust acc", "certified acc", "certified err", "open"):
         t.add_column(col, justify="right")
     for r in a["at_eps"]:
         t.add_row(_fmt(r["eps"]), _pct_or_dash(r["empirical_error"]), _pct_or_dash(r["robust_accuracy"]),
-                  pct(r["certified_accuracy"]), pct(r["certified_error"]))
+                  pct(r["certified_accuracy"]), pct(r["certified_error"]), _pct_or_dash(r.get("open_share")))
     t.caption = (f"median adversarial distance {_fmt(a['median_adv_distance'])} · "
                  f"median certified radius {_fmt(a['median_certified_radius'])}")
     return [t, gap_bins_table(a), hybrid_table(a), spreads_table(a)]
