@@ -53,3 +53,24 @@ def test_report_shows_the_open_share(attack_doc, tmp_path) -> None:
             if line.startswith("| open (neither)")}
     for row in attack_doc["status"]:
         assert rows[f"open (neither) @ ℓ2 ε={row['eps']:.4g}"] == f"{100 * row['open_share']:.2f}%"
+
+
+def test_attack_certify_first_with_crown(tmp_path) -> None:
+    """A bound-propagation certificate named by --certificate feeds certify-first: certified points
+    are skipped and never broken."""
+    import torch
+    from torch import nn
+
+    from tests.helpers_lipschitz import npz_data, saved
+
+    torch.manual_seed(0)
+    saved(nn.Sequential(nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 3)), (16,), tmp_path / "m.pt2")
+    data = npz_data(tmp_path / "d.npz", (16,), n=30)
+    res = CliRunner().invoke(main, ["attack", str(tmp_path / "m.pt2"), "--data", data, "--norm", "linf", "--eps",
+                                    "0.005,0.05", "--attacks", "pgd", "--steps", "5", "--certificate", "crown",
+                                    "--check-certificates", "5", "--json", "-", "-q"])
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["certificate"] == "crown" and doc["certificates_checked"] > 0 and doc["violations"] == []
+    row = doc["status"][0]
+    assert row["certified"] > 0 and row["certified"] + row["broken"] + row["open"] == 30

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..defaults import (
+    BOUND_CERTIFICATES,
     CERTIFICATE_CHOICES,
     DEFAULT_ATTACK_STEPS,
     DEFAULT_ATTACKS,
@@ -54,8 +55,8 @@ from .output import (
 @click.option("--no-certify-first", is_flag=True, help="Attack certified points too.")
 @click.option("--independent", is_flag=True,
               help="Run every attack on every uncertified point (rows = each attack alone) instead of cascading.")
-@click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES),
-              default=DEFAULT_CERTIFICATE, show_default=True, help="Margin-to-radius rule for certify-first.")
+@click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES + BOUND_CERTIFICATES),
+              default=DEFAULT_CERTIFICATE, show_default=True, help="Certificate for certify-first (ibp, crown, alpha-crown: bound propagation).")
 @click.option("--assume-lipschitz", is_flag=True, help="Use a Lipschitz property lipcert could not verify.")
 @data_options
 @run_options
