@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bounds_mlp import EPS, pgd_broken, train  # noqa: E402  (the training and attack of examples/bounds_mlp.py)
 
-from certify.certificates import certify  # noqa: E402
+from certify.certificates import certify, plan_certificate  # noqa: E402
 from certify.certificates.auto_plan import method_names  # noqa: E402
 from certify.checkpoints import LoadedModel, ModelMetadata  # noqa: E402
 from certify.data import load_dataset  # noqa: E402
 
 METHODS = ("ibp", "crown", "alpha-crown", "auto")
+
+
+def narrow(plan):  # type: ignore[no-untyped-def]
+    """The plan with its bisection on [0, 1/16] in 8 steps (resolution 2.4e-4, enough for ε ≤ 0.03), as
+    examples/bounds_mlp.py bisects, instead of the CLI's [0, 1] in 14 steps: the same bounds, fewer passes."""
+    def fit(bp):  # type: ignore[no-untyped-def]
+        return replace(bp, settings=replace(bp.settings, eps_max=0.0625, iterations=8))
+    if getattr(plan, "bounds", None) is not None:
+        return replace(plan, bounds=fit(plan.bounds))
+    return fit(plan) if hasattr(plan, "settings") else plan
 
 
 def main() -> None:
@@ -48,7 +59,9 @@ def main() -> None:
     reports = {}
     for m in METHODS:
         t = time.perf_counter()
-        reports[m] = certify(model, test, norm="linf", eps=list(EPS), certificate=m, batch_size=50,
+        plan = narrow(plan_certificate(model, norm="linf", certificate=m, input_dim=784, input_shape=(1, 28, 28),
+                                       certificate_budget=args.budget if m == "auto" else None))
+        reports[m] = certify(model, test, norm="linf", eps=list(EPS), certificate=m, batch_size=50, plan=plan,
                              certificate_budget=args.budget if m == "auto" else None)
         print(f"{m}: {time.perf_counter() - t:.1f} s")
     auto = reports["auto"]
