@@ -37,7 +37,12 @@ class Examples:
     margin: np.ndarray
     radius: np.ndarray
     #: which method gave each radius: an index into :data:`.auto_plan.RADIUS_METHODS`, −1 for none
-    radius_method: np.ndarray
+    #: (None when built without it: all −1)
+    radius_method: np.ndarray = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.radius_method is None:
+            object.__setattr__(self, "radius_method", np.full(len(self.index), -1, dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
