@@ -231,7 +231,7 @@ def _plan(model: LoadedModel, data: Dataset, norm: Norm, certificate: str, assum
         if isinstance(given, NoCertificate):
             raise given.error()
         plan = plan_certificate(model, norm=norm, certificate=certificate, assume_lipschitz=assume,
-                                input_dim=int(np.prod(data.input_shape)),
+                                input_dim=int(np.prod(data.input_shape)), input_shape=tuple(data.input_shape),
                                 batch_sizes=batch_sizes_for(len(data), batch_size))
     except BadInputError as err:
         if check:

@@ -74,6 +74,40 @@ class AttackExamples:
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
+    def status(self, i: int, eps: float) -> np.ndarray:
+        """Per point at the ``i``-th ε: ``certified`` (correct, radius > ε), ``broken`` (an adversarial example
+        was found, a clean error included) or ``open`` (neither)."""
+        certified = (self.label == self.prediction) & (self.radius > eps)  # NaN radius → False
+        broken = ~self.robust[:, i]
+        if (certified & broken).any():  # attacks skip certified points, and a success inside a radius is a violation
+            raise CertificateViolation(f"internal: a point is both certified and broken at ε={eps:g}")
+        return np.where(certified, "certified", np.where(broken, "broken", "open")).astype(object)
+
+
+@dataclass(frozen=True)
+class StatusCount:
+    """How many points are certified, broken or open at one ε (shares of ``n``, summing to 1)."""
+
+    eps: float
+    certified: int
+    broken: int
+    open: int
+    n: int
+
+    def shares(self) -> dict[str, float]:
+        n = self.n or 1
+        return {"certified_share": self.certified / n, "broken_share": self.broken / n, "open_share": self.open / n}
+
+
+def status_counts(report: Any) -> tuple[StatusCount, ...]:
+    """:class:`StatusCount` per ε of an :class:`AttackReport`."""
+    out = []
+    for i, e in enumerate(report.eps):
+        st = report.examples.status(i, e)
+        out.append(StatusCount(e, int((st == "certified").sum()), int((st == "broken").sum()),
+                               int((st == "open").sum()), len(st)))
+    return tuple(out)
+
 
 @dataclass(frozen=True)
 class AttackReport:

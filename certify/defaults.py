@@ -18,6 +18,9 @@ DEFAULT_CERTIFICATE = "auto"
 CERTIFICATE_CHOICES = ("auto", "l2-multi", "l2-single", "linf-dist")
 #: certificates from bound propagation (certify.bounds): ``lipcert certify --certificate``
 BOUND_CERTIFICATES = ("ibp", "crown", "alpha-crown")
+#: ``--certificate-budget``: what ``auto`` may spend on bound propagation beyond the Lipschitz certificate,
+#: ``<N>s`` (seconds) or ``<N>`` (bound passes; docs/certificates.md); ``0`` keeps auto Lipschitz-only.
+DEFAULT_CERTIFICATE_BUDGET = "30s"
 DEFAULT_LIPSCHITZ_CONSTANT = 1.0
 DEFAULT_NORM = "l2"
 

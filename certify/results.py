@@ -106,7 +106,31 @@ def flags_json(flags: Sequence[Flag]) -> list[dict[str, str]]:
 
 
 def examples_json(ex: Examples) -> dict[str, list[Any]]:
-    return {f.name: jsonable(getattr(ex, f.name)) for f in dataclasses.fields(ex)}
+    """Per-example columns; ``radius_method`` by name (null where nothing certified the point)."""
+    from .certificates.auto_plan import method_names
+
+    out = {f.name: jsonable(getattr(ex, f.name)) for f in dataclasses.fields(ex)}
+    out["radius_method"] = method_names(ex.radius_method)
+    return out
+
+
+def methods_json(report: CertifyReport) -> dict[str, Any]:
+    """Which method certified how many points (by their largest radius), per ε and overall, and the budget."""
+    from .certificates.auto_plan import method_names
+
+    ex, plan = report.examples, report.plan
+    names = np.array(method_names(ex.radius_method), dtype=object)
+    rows = []
+    for r in report.results:
+        got = names[ex.certified(r.eps)]
+        rows += [{"eps": r.eps, "method": m, "certified_count": int((got == m).sum())}
+                 for m in sorted(set(got.tolist()))]
+    out: dict[str, Any] = {"certified_by": rows,
+                           "certificate_methods": list(getattr(plan, "methods", (plan.certificate,)))}
+    if getattr(plan, "budget", None) is not None:
+        out["certificate_budget"] = plan.budget.as_dict()
+        out["bound_propagation_skipped"] = plan.bounds_skipped
+    return out
 
 
 # --------------------------------------------------------------------------- certify
@@ -130,6 +154,7 @@ def certify_json(report: CertifyReport, argv: Sequence[str] | None = None, *, pe
         "mean_gap": report.mean_gap,
         "median_radius": report.median_radius,
         "results": [jsonable(r) for r in report.results],
+        **methods_json(report),
         "flags": flags_json(report.flags),
         "partial": report.partial,
         "seed": report.seed,
@@ -166,6 +191,7 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
         "results": [_attack_row(r) for r in report.results],
         "worst_case": [{"eps": w.eps, "robust_accuracy": w.robust_accuracy} for w in report.worst_case],
         "certified_skipped": {f"{e:g}": c for e, c in report.certified_skipped.items()},
+        "status": _status_rows(report),
         "certificates_checked": report.certificates_checked,
         "violations": [jsonable(v) for v in report.violations],
         "iteration_scaling": [{k: v for k, v in _attack_row(r).items() if k != "seconds"}
@@ -181,7 +207,17 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
         ex = report.examples
         out["per_example"] = {name: jsonable(getattr(ex, name)) for name in ATTACK_EXAMPLE_COLUMNS}
         out["per_example"]["robust"] = jsonable(ex.robust)  # points × eps: worst-case robust (for resuming)
+        # points × eps: certified, broken or open
+        out["per_example"]["status"] = np.stack([ex.status(i, e) for i, e in enumerate(report.eps)], axis=1
+                                                ).tolist() if len(ex) else []
     return jsonable(out)
+
+
+def _status_rows(report: Any) -> list[dict[str, Any]]:
+    from attacks.report import status_counts
+
+    return [{"eps": c.eps, "certified": c.certified, "broken": c.broken, "open": c.open, **c.shares()}
+            for c in status_counts(report)]
 
 
 def _attack_row(r: Any) -> dict[str, Any]:

@@ -41,7 +41,8 @@ def run(*args):
 
 def test_hand_computed_certified_accuracy(setup):
     model, data = setup
-    res = run("certify", model, "--data", data, "--norm", "l2", "--eps", "0.1,0.2", "--eps", "0.01", "--json", "-")
+    res = run("certify", model, "--data", data, "--norm", "l2", "--eps", "0.1,0.2", "--eps", "0.01", "--json", "-",
+              "--certificate-budget", "0")  # the Lipschitz certificate alone (CROWN certifies more)
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["clean_accuracy"] == 0.75
@@ -62,7 +63,7 @@ def test_l2_single_and_lipschitz_constant(setup, save_tiny, tiny_data):
     model = save_tiny(Affine(W), (1, 2, 2), LipschitzClaim("l2", "vector", 1.0), name="v.pt2")
     _, data = setup
     res = run("certify", str(model), "--data", data, "--norm", "l2", "--eps", "0.5", "--json", "-",
-              "--lipschitz-constant", "2")
+              "--lipschitz-constant", "2", "--certificate-budget", "0")
     out = json.loads(res.stdout)
     assert out["certificate"] == "l2-single"
     r0 = out["per_example"]["radius"][0]
@@ -76,7 +77,7 @@ def test_table_and_csv(setup, tmp_path):
     assert res.exit_code == 0
     assert "certified @ ε=0.1" in res.stdout and "50.00%" in res.stdout
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "index,label,prediction,gap,margin,radius"
+    assert lines[0] == "index,label,prediction,gap,margin,radius,radius_method"
     assert lines[4].startswith("3,1,0,")
 
 
@@ -91,7 +92,8 @@ def test_json_file_written_atomically(setup, tmp_path):
 
 def test_linf_conversion_of_l2_certificate(setup):
     model, data = setup
-    res = run("certify", model, "--data", data, "--norm", "linf", "--eps", "0.1", "--json", "-", "-q")
+    res = run("certify", model, "--data", data, "--norm", "linf", "--eps", "0.1", "--json", "-", "-q",
+              "--certificate-budget", "0")
     out = json.loads(res.stdout)
     # an L2 radius r gives an ℓ∞ radius r/√d with d = 4
     assert out["per_example"]["radius"][0] == pytest.approx(0.4 / 2, abs=1e-4)
@@ -170,7 +172,7 @@ def test_out_of_memory_batches_are_retried_smaller(setup, monkeypatch):
     model_path, data_path = setup
     loaded = load_model(model_path)
     data = load_dataset(data_path)
-    ref = certify(loaded, data, norm="l2", eps=[0.1], batch_size=4)
+    ref = certify(loaded, data, norm="l2", eps=[0.1], batch_size=4, certificate_budget=None)
     plan = plan_certificate(loaded, norm="l2", input_dim=4)
     seen: list[int] = []
     real_call = CertifiedForward.__call__

@@ -34,21 +34,24 @@ LAYOUT = {
         "": (
             "lipcert_version schema_version command argv created world_size model data norm certificate certificate_norm "
             "lipschitz_constant lipschitz_verified lipschitz_basis lipschitz_reason clean_accuracy mean_gap "
-            "median_radius results flags partial seed seconds settings per_example"
+            "median_radius results certified_by certificate_methods certificate_budget bound_propagation_skipped "
+            "flags partial seed seconds settings per_example"
         ),
         "model": "path sha256 format",
         "data": "source split n",
         "results[]": "eps certified_accuracy certified_count",
         "settings": (
             "command model_sha256 data_source data_split data_total norm eps certificate lipschitz_constant "
-            "assume_lipschitz seed"
+            "assume_lipschitz seed certificate_budget"
         ),
-        "per_example": "index label prediction gap margin radius",
+        "per_example": "index label prediction gap margin radius radius_method",
+        "certified_by[]": "eps method certified_count",
+        "certificate_budget": "budget hit seconds bound_passes",
     },
     "attack": {
         "": (
             "lipcert_version schema_version command argv created world_size model data norm eps attacks steps restarts "
-            "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped "
+            "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped status "
             "certificates_checked violations iteration_scaling flags notes partial seed seconds settings "
             "per_example"
         ),
@@ -61,7 +64,8 @@ LAYOUT = {
             "command model_sha256 data_source data_split data_total norm eps attacks steps restarts mode "
             "certify_first certificate assume_lipschitz check_certificates seed"
         ),
-        "per_example": "index label prediction gap margin radius min_adv_distance min_adv_attack robust",
+        "per_example": "index label prediction gap margin radius min_adv_distance min_adv_attack robust status",
+        "status[]": "eps certified broken open certified_share broken_share open_share",
     },
     "analyze": {
         "": (
@@ -73,7 +77,7 @@ LAYOUT = {
         "certify": (
             "lipcert_version schema_version command argv created world_size model data norm certificate certificate_norm "
             "lipschitz_constant lipschitz_verified lipschitz_basis lipschitz_reason clean_accuracy mean_gap "
-            "median_radius results flags partial seed seconds settings per_example"
+            "median_radius results certified_by certificate_methods flags partial seed seconds settings per_example"
         ),
         "certify.model": "path sha256 format",
         "certify.data": "source split n",
@@ -82,10 +86,11 @@ LAYOUT = {
             "command model_sha256 data_source data_split data_total norm eps certificate lipschitz_constant "
             "assume_lipschitz seed"
         ),
-        "certify.per_example": "index label prediction gap margin radius",
+        "certify.per_example": "index label prediction gap margin radius radius_method",
+        "certify.certified_by[]": "eps method certified_count",
         "attack": (
             "lipcert_version schema_version command argv created world_size model data norm eps attacks steps restarts "
-            "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped "
+            "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped status "
             "certificates_checked violations iteration_scaling flags notes partial seed seconds settings "
             "per_example"
         ),
@@ -97,7 +102,8 @@ LAYOUT = {
             "command model_sha256 data_source data_split data_total norm eps attacks steps restarts mode "
             "certify_first certificate assume_lipschitz check_certificates seed"
         ),
-        "attack.per_example": "index label prediction gap margin radius min_adv_distance min_adv_attack robust",
+        "attack.per_example": "index label prediction gap margin radius min_adv_distance min_adv_attack robust status",
+        "attack.status[]": "eps certified broken open certified_share broken_share open_share",
         "lipschitz": (
             "lipcert_version schema_version command argv created world_size model norm verified unverifiable_ops "
             "graph_source global_bound per_logit_bounds pair_bounds layers empirical"
@@ -110,7 +116,7 @@ LAYOUT = {
         ),
         "analysis.curves[]": "name eps values",
         "analysis.certified_accuracy": "name eps values",
-        "analysis.at_eps[]": "eps empirical_error robust_accuracy certified_accuracy certified_error",
+        "analysis.at_eps[]": "eps empirical_error robust_accuracy certified_accuracy certified_error open_share",
         "analysis.gap_bins[]": "index n gap_min gap_max natural_accuracy attacked_accuracy certified_accuracy",
         "analysis.hybrid[]": "threshold delegated_share kept_accuracy overall_accuracy",
         "analysis.margins": "edges test train test_mean train_mean",

@@ -20,9 +20,10 @@ from ..device import is_out_of_memory, smaller_batch
 from ..distributed import World, current_world, gather
 from ..errors import BadInputError, RuntimeFailure
 from ..flags import Flag, check_outputs, check_softmax_ending, check_training_mode
+from .auto_plan import AutoPlan, method_code
 from .margins import logit_stats
 
-COLUMNS = ("label", "prediction", "gap", "margin", "radius")
+COLUMNS = ("label", "prediction", "gap", "margin", "radius", "radius_method")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class Examples:
     gap: np.ndarray
     margin: np.ndarray
     radius: np.ndarray
+    #: which method gave each radius: an index into :data:`.auto_plan.RADIUS_METHODS`, −1 for none
+    #: (None when built without it: all −1)
+    radius_method: np.ndarray = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.radius_method is None:
+            object.__setattr__(self, "radius_method", np.full(len(self.index), -1, dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -122,18 +130,22 @@ def _rows(module: Any, plan: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
     if plan is None:
         stats = logit_stats(module(x), y)
         radius = torch.full_like(stats.gap, float("nan"))
+        return y, stats.prediction, stats.gap, stats.margin, radius, torch.full_like(y, -1, dtype=torch.int64)
+    logits, err = plan.logits(module, x)
+    stats = logit_stats(logits, y)
+    if isinstance(plan, AutoPlan):  # every method that applies; the largest radius
+        radius, method = plan.example_radii(x, stats, logits, err)
+        return y, stats.prediction, stats.gap, stats.margin, radius, method
+    if hasattr(plan, "example_radii"):  # bound propagation: radii from the inputs themselves
+        radius = plan.example_radii(x, stats)
     else:
-        logits, err = plan.logits(module, x)
-        stats = logit_stats(logits, y)
-        if hasattr(plan, "example_radii"):  # bound propagation: radii from the inputs themselves
-            radius = plan.example_radii(x, stats)
-        else:
-            radius = plan.radii(logits, stats, err)
-    return y, stats.prediction, stats.gap, stats.margin, radius
+        radius = plan.radii(logits, stats, err)
+    code = torch.full(radius.shape, method_code(plan.certificate), dtype=torch.int64, device=radius.device)
+    return y, stats.prediction, stats.gap, stats.margin, radius, torch.where(radius > 0, code, -1)
 
 
 def _examples(chunks: dict[str, list[torch.Tensor]], start: int, done: int) -> Examples:
-    ints = {"label": np.int64, "prediction": np.int64}
+    ints = {"label": np.int64, "prediction": np.int64, "radius_method": np.int64}
     cols = {k: (torch.cat(v).numpy() if v else np.empty(0)).astype(ints.get(k, np.float64), copy=False)
             for k, v in chunks.items()}
     return Examples(index=np.arange(start, done, dtype=np.int64), **cols)

@@ -169,6 +169,7 @@ def plan_certificate(
     input_dim: int,
     input_shape: tuple[int, ...] | None = None,
     batch_sizes: tuple[int, ...] | None = None,
+    certificate_budget: str | None = None,
 ) -> CertificatePlan:
     """Choose the radius rule and verify it from the weights where possible (see the module docs).
 
@@ -179,7 +180,7 @@ def plan_certificate(
     if lipschitz_constant is not None and not (0 < lipschitz_constant < math.inf):
         raise BadInputError(f"lipschitz_constant must be positive and finite, got {lipschitz_constant}",
                             param="lipschitz_constant")
-    certificate = resolved_certificate(model, norm, certificate)
+    asked, certificate = certificate, resolved_certificate(model, norm, certificate)
     if certificate in BOUND_CERTIFICATES:
         from .bound_plan import bound_plan  # bound propagation; may refuse
 
@@ -189,9 +190,31 @@ def plan_certificate(
         raise BadInputError(f"certificate must be auto or one of {sorted(CERTIFICATES) + list(BOUND_CERTIFICATES)}, "
                             f"got {certificate!r}", param="certificate")
     shape = dict(input_shape=input_shape, batch_sizes=batch_sizes)
-    if certificate == "auto":
+    if certificate == "auto" and certificate_budget is None:
         return _pairwise_plan(model, norm, lipschitz_constant, shape)
+    if certificate_budget is not None and resolved_certificate_name(asked) == "auto":
+        return _combined_plan(model, norm, certificate, lipschitz_constant, assume_lipschitz, input_dim,
+                              input_shape, shape, certificate_budget)
     return _rule_plan(model, norm, CERTIFICATES[certificate], lipschitz_constant, assume_lipschitz, input_dim, shape)
+
+
+def _combined_plan(model: LoadedModel, norm: Norm, certificate: str, lipschitz_constant: float | None,
+                   assume_lipschitz: bool, input_dim: int, input_shape: tuple[int, ...] | None,
+                   shape: dict[str, Any], budget: str) -> CertificatePlan:
+    """``auto`` with a certificate budget: the Lipschitz plan (if any) and bound propagation (:mod:`.auto_plan`)."""
+    from .auto_plan import auto_plan, parse_budget
+
+    spec = parse_budget(budget)
+    try:
+        if certificate == "auto":
+            lip: CertificatePlan | None = _pairwise_plan(model, norm, lipschitz_constant, shape)
+        else:
+            lip = _rule_plan(model, norm, CERTIFICATES[certificate], lipschitz_constant, assume_lipschitz,
+                             input_dim, shape)
+        refusal = None
+    except LipschitzUnverifiedError as err:
+        lip, refusal = None, str(err)
+    return auto_plan(model, norm=norm, lipschitz=lip, refusal=refusal, budget=spec, input_shape=input_shape)
 
 
 def _pairwise_plan(model: LoadedModel, norm: Norm, lipschitz_constant: float | None,

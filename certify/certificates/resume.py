@@ -29,11 +29,13 @@ class CertifyResume:
 
 
 def certify_settings(model: LoadedModel, data: Dataset, *, norm: str, eps: Sequence[float], certificate: str,
-                     lipschitz_constant: float | None, assume_lipschitz: bool, seed: int | None) -> dict[str, Any]:
-    """Everything a resumed certify run must share with the partial one."""
+                     lipschitz_constant: float | None, assume_lipschitz: bool, seed: int | None,
+                     certificate_budget: str | None = None) -> dict[str, Any]:
+    """Everything a resumed certify run must share with the partial one (the budget only for ``auto``)."""
+    budget = {"certificate_budget": certificate_budget} if certificate == "auto" and certificate_budget else {}
     return {"command": "certify", "model_sha256": model.sha256, "data_source": data.source, "data_split": data.split,
             "data_total": len(data), "norm": norm, "eps": [float(e) for e in eps], "certificate": certificate,
-            "lipschitz_constant": lipschitz_constant, "assume_lipschitz": bool(assume_lipschitz), "seed": seed}
+            "lipschitz_constant": lipschitz_constant, "assume_lipschitz": bool(assume_lipschitz), "seed": seed, **budget}
 
 
 def check_resume_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
@@ -119,4 +121,16 @@ def _read_rows(pe: dict, total: int) -> Examples:
     if (cols["radius"] < 0).any() or np.isnan(cols["radius"]).any():
         raise BadInputError("resume: per_example 'radius' holds a negative or NaN radius; the file was edited",
                             param="resume")
-    return Examples(**cols)
+    return Examples(**cols, radius_method=_read_methods(pe.get("radius_method"), n))
+
+
+def _read_methods(names: Any, n: int) -> np.ndarray:
+    """Per-example method codes from their names (a partial from before the column: −1, unknown)."""
+    from .auto_plan import RADIUS_METHODS
+
+    if names is None:
+        return np.full(n, -1, dtype=np.int64)
+    if not isinstance(names, list) or len(names) != n or any(v is not None and v not in RADIUS_METHODS for v in names):
+        raise BadInputError(f"resume: per_example 'radius_method' must list {n} names from {RADIUS_METHODS} or "
+                            "null; the file was edited", param="resume")
+    return np.array([-1 if v is None else RADIUS_METHODS.index(v) for v in names], dtype=np.int64)

@@ -18,7 +18,7 @@ import torch
 from .._version import __version__
 from ..checkpoints import LoadedModel
 from ..data import Dataset, ProgressFn, check_against_model
-from ..defaults import DEFAULT_BATCH_SIZE
+from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_CERTIFICATE_BUDGET
 from ..device import run_device
 from ..distributed import World
 from ..flags import Flag
@@ -76,6 +76,7 @@ def certify(
     resume: CertifyResume | None = None,
     plan: CertificatePlan | None = None,
     world: World | None = None,
+    certificate_budget: str | None = DEFAULT_CERTIFICATE_BUDGET,
 ) -> CertifyReport:
     """Certify every example of ``data``; see :class:`CertifyReport`.
 
@@ -85,12 +86,17 @@ def certify(
     a partial run) is verified, not trusted: its settings must equal this run's, and its rows are
     recomputed and must agree with it.
 
+    ``certificate="auto"`` certifies a point when any sound method certifies it: the Lipschitz
+    certificate and bound propagation within ``certificate_budget`` (:mod:`.auto_plan`; None: the
+    Lipschitz certificate alone).
+
     Under torchrun (``world``, default: the initialised process group's) each rank passes its shard
     of the data through the model and every rank gets the whole report, the same as one process's.
     """
     norm, eps_t = Norm.parse(norm), parse_eps(list(eps))
     settings = certify_settings(model, data, norm=norm, eps=eps_t, certificate=certificate,
-                                lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz, seed=seed)
+                                lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz, seed=seed,
+                                certificate_budget=certificate_budget)
     if resume is not None:
         check_resume_settings(resume.settings, settings)
     device = run_device(model.module, device)  # None: the model's device; another one is refused
@@ -102,7 +108,8 @@ def certify(
     if plan is None:
         plan = plan_certificate(model, norm=norm, certificate=certificate, lipschitz_constant=lipschitz_constant,
                                 assume_lipschitz=assume_lipschitz, input_dim=int(np.prod(data.input_shape)),
-                                input_shape=data.input_shape, batch_sizes=batch_sizes_for(len(data), batch_size))
+                                input_shape=data.input_shape, batch_sizes=batch_sizes_for(len(data), batch_size),
+                                certificate_budget=certificate_budget)
     plan.check_fits(norm, certificate)
     flags += plan.assumption_flags()
     done = sharded_clean_pass(model.module, data, device, plan=plan, batch_size=batch_size, progress=progress,

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..defaults import (
+    BOUND_CERTIFICATES,
     CERTIFICATE_CHOICES,
     DEFAULT_CERTIFICATE,
 )
@@ -49,7 +50,7 @@ from .output import (
 @click.option("--steps", "steps_text", multiple=True, default=("100",), show_default=True,
               help="Attack iterations, comma-separated or repeated (several give the iteration-scaling view).")
 @click.option("--restarts", type=int, default=1, show_default=True)
-@click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES),
+@click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES + BOUND_CERTIFICATES),
               default=DEFAULT_CERTIFICATE, show_default=True)
 @click.option("--lipschitz-constant", type=float, default=None)
 @click.option("--assume-lipschitz", is_flag=True)

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..defaults import (
+    BOUND_CERTIFICATES,
     CERTIFICATE_CHOICES,
     DEFAULT_ATTACK_STEPS,
     DEFAULT_ATTACKS,
@@ -54,8 +55,8 @@ from .output import (
 @click.option("--no-certify-first", is_flag=True, help="Attack certified points too.")
 @click.option("--independent", is_flag=True,
               help="Run every attack on every uncertified point (rows = each attack alone) instead of cascading.")
-@click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES),
-              default=DEFAULT_CERTIFICATE, show_default=True, help="Margin-to-radius rule for certify-first.")
+@click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES + BOUND_CERTIFICATES),
+              default=DEFAULT_CERTIFICATE, show_default=True, help="Certificate for certify-first (ibp, crown, alpha-crown: bound propagation).")
 @click.option("--assume-lipschitz", is_flag=True, help="Use a Lipschitz property lipcert could not verify.")
 @data_options
 @run_options
@@ -96,7 +97,7 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
     from ..device import seed_everything
     from ..errors import CertificateViolation
     from ..reporting.examples_csv import attack_examples_csv
-    from ..reporting.tables import attack_table, flags_table, iteration_scaling_table
+    from ..reporting.tables import attack_table, flags_table, iteration_scaling_table, status_table
     from ..results import attack_json, read_results
 
     dev = run_device_for(device)
@@ -121,7 +122,7 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
         emit_json(attack_json(report, sys.argv[1:]), json_path, out)
         if per_example_path:
             out.text(per_example_path, attack_examples_csv(report))
-    show([attack_table(report), iteration_scaling_table(report), flags_table(report.flags)], quiet,
+    show([attack_table(report), status_table(report), iteration_scaling_table(report), flags_table(report.flags)], quiet,
          json_path == "-")
     for note in report.notes if not quiet else ():
         stderr_console().print(f"[dim]Note:[/] {note}")

@@ -10,6 +10,7 @@ from ..defaults import (
     BOUND_CERTIFICATES,
     CERTIFICATE_CHOICES,
     DEFAULT_CERTIFICATE,
+    DEFAULT_CERTIFICATE_BUDGET,
 )
 from .app import fail, main
 from .options import (
@@ -36,6 +37,17 @@ from .output import (
 # --------------------------------------------------------------------------- certify
 
 
+def budget_option(value: str) -> str:
+    """``--certificate-budget``, parsed once here (a bad value: one ``Error:`` line, exit 2)."""
+    from ..certificates.auto_plan import parse_budget
+    from ..errors import BadInputError
+
+    try:
+        return parse_budget(value).text
+    except BadInputError as err:
+        raise click.BadParameter(str(err), param_hint="'--certificate-budget'") from None
+
+
 @main.command()
 @model_options
 @threat_options
@@ -43,6 +55,10 @@ from .output import (
               default=DEFAULT_CERTIFICATE, show_default=True,
               help="Margin-to-radius rule; auto uses the best sound one. ibp, crown and alpha-crown bound "
                    "the network by propagation (docs/bounds.md).")
+@click.option("--certificate-budget", default=DEFAULT_CERTIFICATE_BUDGET, show_default=True,
+              callback=lambda ctx, param, value: budget_option(value),
+              help="Work auto may spend on bound propagation after the Lipschitz certificate: seconds (30s) or "
+                   "bound passes (200); 0 keeps auto Lipschitz-only (docs/certificates.md).")
 @click.option("--lipschitz-constant", type=float, default=None,
               help="Lipschitz constant L; radii scale as 1/L. Default: the declared one, else 1.")
 @click.option("--assume-lipschitz", is_flag=True,
@@ -54,7 +70,7 @@ from .output import (
 @click.option("--resume", "resume_path", default=None, type=click.Path(dir_okay=False),
               help="Continue a run from its partial JSON (written when a run is interrupted).")
 def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
-            eps: tuple[str, ...], certificate: str, lipschitz_constant: float | None, assume_lipschitz: bool,
+            eps: tuple[str, ...], certificate: str, certificate_budget: str, lipschitz_constant: float | None, assume_lipschitz: bool,
             data_source: str | None, data_root: str | None, split: str, limit: int | None, batch_size: int,
             device: str, seed: int, json_path: str | None, quiet: bool, per_example_path: str | None,
             resume_path: str | None) -> None:
@@ -86,7 +102,8 @@ def certify(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     with progress_bar("certify", len(data), quiet) as progress:
         report = run_certify(loaded, data, norm=norm, eps=eps_values, certificate=certificate,
                              lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
-                             batch_size=batch_size, device=dev, seed=seed, progress=progress, resume=resume)
+                             batch_size=batch_size, device=dev, seed=seed, progress=progress, resume=resume,
+                             certificate_budget=certificate_budget)
     with output_set() as out:
         emit_json(certify_json(report, sys.argv[1:]), json_path, out)
         if per_example_path:

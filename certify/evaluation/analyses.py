@@ -162,6 +162,9 @@ class EpsSummary:
     robust_accuracy: float | None  #: 1 − C_err(ε)
     certified_accuracy: float
     certified_error: float  #: 1 − certified accuracy (upper bound on the error)
+    #: neither certified nor broken (no attack found an adversarial within ε): the gap a stronger verifier
+    #: or attack could close; None where no attack ran
+    open_share: float | None = None
 
 
 def eps_summaries(ex: PerExample, eps: Sequence[float]) -> tuple[EpsSummary, ...]:
@@ -170,7 +173,17 @@ def eps_summaries(ex: PerExample, eps: Sequence[float]) -> tuple[EpsSummary, ...
     emp = error_curve(d, eps) if d is not None else None
     return tuple(EpsSummary(float(e), None if emp is None else float(emp[i]),
                             None if emp is None else float(1.0 - emp[i]),
-                            float(cert[i]), float(1.0 - cert[i])) for i, e in enumerate(eps))
+                            float(cert[i]), float(1.0 - cert[i]), _open_share(ex, d, float(e)))
+                 for i, e in enumerate(eps))
+
+
+def _open_share(ex: PerExample, d: np.ndarray | None, eps: float) -> float | None:
+    """Share of points neither certified (correct, radius > ε) nor broken (adversarial within ε)."""
+    if d is None or len(d) == 0:
+        return None
+    c = ex.certified_distance()
+    certified = ex.correct & (c > eps) if c is not None else np.zeros(len(d), dtype=bool)
+    return float(np.mean(~certified & ~(np.asarray(d) <= eps)))
 
 
 # --------------------------------------------------------------------------- binned gap accuracy

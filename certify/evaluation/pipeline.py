@@ -133,7 +133,8 @@ def _certify_or_none(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[
         return None
     return certify(model, data, norm=opts.norm, eps=eps, certificate=opts.certificate,
                    lipschitz_constant=opts.lipschitz_constant, assume_lipschitz=opts.assume_lipschitz,
-                   batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress, plan=plan)
+                   batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress, plan=plan,
+                   certificate_budget=None)  # the analyses' plan: the Lipschitz certificate (or the named one)
 
 
 def _forward_json(model: Any, data: Any, opts: AnalyzeOptions) -> dict[str, Any]:

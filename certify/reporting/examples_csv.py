@@ -22,7 +22,10 @@ def examples_csv(ex: Examples, extra: dict[str, Sequence[Any]] | None = None) ->
     cols = [f.name for f in dataclasses.fields(ex)]
     extra = extra or {}
     w.writerow(cols + list(extra))
-    arrays = [getattr(ex, c) for c in cols] + [list(v) for v in extra.values()]
+    from ..certificates.auto_plan import method_names
+
+    arrays = [method_names(ex.radius_method) if c == "radius_method" else getattr(ex, c) for c in cols]
+    arrays += [list(v) for v in extra.values()]
     for row in zip(*arrays):
         w.writerow([_cell(v) for v in row])
     return buf.getvalue()

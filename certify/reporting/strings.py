@@ -77,6 +77,7 @@ def summary_rows(results: Sequence[Results]) -> list[tuple[str, list[str]]]:
         tag = f"{Norm.parse(norm).plain_symbol} ε={eps:.4g}"
         rows.append((f"%err attacks @ {tag}", [fmt_pct(c and c["empirical_error"]) for c in cells]))
         rows.append((f"certified acc @ {tag}", [fmt_pct(c and c["certified_accuracy"]) for c in cells]))
+        rows.append((f"open (neither) @ {tag}", [fmt_pct(c and c.get("open_share")) for c in cells]))
     rows += [
         ("median adversarial distance", [fmt_num((r.get("analysis") or {}).get("median_adv_distance")) for r in results]),
         ("median certified radius", [fmt_num((r.get("analysis") or {}).get("median_certified_radius")) for r in results]),

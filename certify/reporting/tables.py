@@ -36,7 +36,21 @@ def certify_table(report: CertifyReport) -> Table:
     t.add_row(f"median radius ({unit})", f"{report.median_radius:.4f}")
     for r in report.results:
         t.add_row(f"certified @ ε={r.eps:g}", f"{pct(r.certified_accuracy)}  ({r.certified_count}/{report.n})")
+        if len(getattr(plan, "methods", ())) > 1:
+            t.add_row("  by method", _by_method(report, r.eps))
+    budget = getattr(plan, "budget", None)
+    if budget is not None and budget.hit:
+        t.add_row("certificate budget", f"{budget.spec.text} hit: later points kept the cheaper radii")
     return t
+
+
+def _by_method(report: CertifyReport, eps: float) -> str:
+    """Certified points at ``eps`` by the method that gave their (largest) radius."""
+    from ..certificates.auto_plan import method_names
+
+    ex = report.examples
+    names = [m for m, ok in zip(method_names(ex.radius_method), ex.certified(eps)) if ok]
+    return ", ".join(f"{m} {names.count(m)}" for m in sorted(set(names))) or "none"
 
 
 def flags_table(flags: Sequence[Flag]) -> Table | None:
@@ -71,6 +85,21 @@ def attack_table(report: Any) -> Table:
         skipped = report.certified_skipped.get(w.eps, 0)
         t.add_row("[bold]worst case[/]", f"{w.eps:g}", "", "", f"{skipped} cert.",
                   f"[bold]{pct(w.robust_accuracy)}[/]", "")
+    return t
+
+
+def status_table(report: Any) -> Table:
+    """Per ε: certified, broken (an adversarial example found) and open (neither) points."""
+    from attacks.report import status_counts
+
+    t = Table(title="Certified · broken · open (open: the gap a stronger verifier or attack could close)",
+              title_justify="left")
+    for col in ("ε", "certified", "broken", "open"):
+        t.add_column(col, justify="right")
+    for c in status_counts(report):
+        sh = c.shares()
+        t.add_row(f"{c.eps:g}", f"{pct(sh['certified_share'])} ({c.certified})",
+                  f"{pct(sh['broken_share'])} ({c.broken})", f"[bold]{pct(sh['open_share'])}[/] ({c.open})")
     return t
 
 
@@ -172,11 +201,11 @@ def analysis_tables(a: dict[str, Any]) -> list[Table]:
     """Rich tables of an analysis JSON: readings at ε, gap bins, hybrid and singular values."""
     unit = Norm.parse(a["norm"]).symbol
     t = Table(title=f"Error at chosen ε ({unit}) · n = {a['n']}", title_justify="left")
-    for col in ("ε", "%err (attacks)", "robust acc", "certified acc", "certified err"):
+    for col in ("ε", "%err (attacks)", "robust acc", "certified acc", "certified err", "open"):
         t.add_column(col, justify="right")
     for r in a["at_eps"]:
         t.add_row(_fmt(r["eps"]), _pct_or_dash(r["empirical_error"]), _pct_or_dash(r["robust_accuracy"]),
-                  pct(r["certified_accuracy"]), pct(r["certified_error"]))
+                  pct(r["certified_accuracy"]), pct(r["certified_error"]), _pct_or_dash(r.get("open_share")))
     t.caption = (f"median adversarial distance {_fmt(a['median_adv_distance'])} · "
                  f"median certified radius {_fmt(a['median_certified_radius'])}")
     return [t, gap_bins_table(a), hybrid_table(a), spreads_table(a)]

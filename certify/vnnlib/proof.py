@@ -46,7 +46,7 @@ def prove(model: LoadedModel, prop: Property, shape: tuple[int, ...]) -> tuple[b
     """(True, how) when a sound certificate shows the unsafe region unreachable, else (False, why not)."""
     from ..certificates.plan import plan_certificate
 
-    ball = _ball(prop)
+    ball = ball_of(prop)
     boxed = dataclasses.replace(model, metadata=dataclasses.replace(model.metadata, bounds=ball.bounds,
                                                                     input_shape=shape))
     try:
@@ -63,7 +63,8 @@ def prove(model: LoadedModel, prop: Property, shape: tuple[int, ...]) -> tuple[b
     return _linear(plan, prop, logits, err, ball.eps)
 
 
-def _ball(prop: Property) -> _Ball:
+def ball_of(prop: Property) -> _Ball:
+    """The ℓ∞ ball that contains the property's box (see the module docs)."""
     lo, hi = (np.asarray(v, dtype=np.float64) for v in prop.box())
     centre = ((lo + hi) / 2).astype(np.float32)
     c64 = centre.astype(np.float64)

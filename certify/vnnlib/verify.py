@@ -6,8 +6,9 @@ so each answer has one source:
 - ``sat`` only with a counterexample that :func:`certify.vnnlib.falsify.recheck` accepted (in the
   box exactly, unsafe in exact arithmetic on the model's own float32 outputs, and on
   onnxruntime's for an ONNX model).
-- ``unsat`` only from a sound certificate (:mod:`certify.vnnlib.proof`: the ℓ∞ Lipschitz plan of
-  :mod:`certify.certificates` over the ball that contains the box).
+- ``unsat`` only from a sound certificate: :mod:`certify.vnnlib.proof` (the ℓ∞ Lipschitz plan of
+  :mod:`certify.certificates` over the ball that contains the box), else, for robustness properties,
+  :mod:`certify.vnnlib.bound_proof` (CROWN, then α-CROWN while time is left, over the same ball).
 - ``timeout`` when the time limit passed before an answer; ``unknown`` when neither the attack
   budget nor the certificate decided it.
 """
@@ -30,7 +31,8 @@ from ..device import model_device
 from ..errors import BadInputError
 from .falsify import DEFAULT_BUDGET, Checker, Counterexample, SearchBudget, search
 from .parser import Property
-from .proof import prove
+from .bound_proof import prove_by_bounds
+from .proof import ball_of, prove
 
 RESULTS = ("sat", "unsat", "unknown", "timeout")
 
@@ -41,7 +43,7 @@ class VerifyResult:
 
     result: str  #: sat, unsat, unknown or timeout
     seconds: float
-    method: str  #: "attack" (sat), "lipschitz-linf" (unsat) or "" (unknown, timeout)
+    method: str  #: "attack" (sat), "lipschitz-linf", "crown" or "alpha-crown" (unsat), "" (unknown, timeout)
     reason: str
     counterexample: Counterexample | None = None
 
@@ -80,6 +82,10 @@ def verify(model: LoadedModel, prop: Property, timeout: float, *, seed: int = 0,
     proved, why = prove(model, prop, shape)
     if proved:
         return _done("unsat", start, timeout, "lipschitz-linf", why)
+    proved, how, method = prove_by_bounds(model, prop, shape, ball_of(prop), deadline)
+    if proved:
+        return _done("unsat", start, timeout, method, how)
+    why = f"{why}; {how}"
     if budget.rounds > 1:
         rest = dataclasses.replace(budget, rounds=budget.rounds - 1)
         found, out_of_time = search(run, prop, rest, deadline, seed + 1, others)

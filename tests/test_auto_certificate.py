@@ -1,0 +1,146 @@
+"""The ``auto`` certificate (certify/certificates/auto_plan.py): the largest radius over the sound
+methods that ran, the method recorded per point, and ``--certificate-budget``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from certify.certificates import certify
+from certify.certificates.auto_plan import method_names, parse_budget
+from certify.cli import main
+from certify.data import Dataset
+from certify.errors import BadInputError
+from certify.checkpoints.metadata import LipschitzClaim
+from certify.results import certify_json
+from tests.helpers_lipschitz import loaded, npz_data, orthogonal_mlp, saved
+
+SHAPE = (16,)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 4)).eval()
+
+
+def _data(module: nn.Module, n: int = 20, seed: int = 1) -> Dataset:
+    x = torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        y = module(x).argmax(1)
+    y[:2] = (y[:2] + 1) % 4  # two wrong points: never certified by any method
+    return Dataset(x, y, "random", "test")
+
+
+def _radii(model, data, certificate, budget, batch_size=8):  # type: ignore[no-untyped-def]
+    rep = certify(model, data, norm="linf", eps=[0.01, 0.04], certificate=certificate, certificate_budget=budget,
+                  batch_size=batch_size)
+    return rep, rep.examples.radius
+
+
+def test_auto_is_the_largest_radius_of_the_methods_and_names_it() -> None:
+    module = _mlp()
+    model, data = loaded(module, SHAPE), _data(module)
+    _, lip = _radii(model, data, "auto", "0")
+    _, crown = _radii(model, data, "crown", None)
+    _, alpha = _radii(model, data, "alpha-crown", None)
+    rep, auto = _radii(model, data, "auto", "unlimited")
+    correct = rep.examples.correct
+    assert (auto[correct] >= lip[correct]).all() and (auto[correct] >= crown[correct]).all()
+    # α-CROWN bisects a bracket that starts at the best radius so far: equal up to that bracket's resolution
+    step = (np.maximum(crown, lip) + 1.0 / 2**14) / 2**8
+    assert (auto[correct] >= alpha[correct] - step[correct]).all()
+    names = np.array(method_names(rep.examples.radius_method), dtype=object)
+    own = {"pairwise": lip, "crown": crown}
+    for m, r in own.items():
+        assert np.array_equal(auto[names == m], r[names == m])
+    assert set(names[correct & (auto > 0)]) <= {"pairwise", "crown", "alpha-crown"}
+    assert (names[auto == 0] == None).all()  # noqa: E711  (nothing certified: no method)
+    assert (crown[correct] > lip[correct]).any()  # CROWN beats pairwise Lipschitz bounds on this ReLU net
+    doc = json.loads(json.dumps(certify_json(rep), allow_nan=False))
+    counts = {(row["eps"], row["method"]): row["certified_count"] for row in doc["certified_by"]}
+    for r in doc["results"]:
+        assert sum(c for (e, _), c in counts.items() if e == r["eps"]) == r["certified_count"]
+    assert doc["certificate_methods"] == ["pairwise", "crown", "alpha-crown"]
+    assert doc["certificate_budget"]["hit"] is False
+
+
+def test_budget_runs_out_and_the_rest_keep_the_cheaper_radii() -> None:
+    module = _mlp(2)
+    model, data = loaded(module, SHAPE), _data(module, n=24)
+    _, lip = _radii(model, data, "auto", "0")
+    _, crown = _radii(model, data, "crown", None)
+    rep, auto = _radii(model, data, "auto", "15")  # one CROWN bisection (14 steps + 1) on the first batch only
+    assert rep.plan.budget.hit and rep.plan.budget.passes == 15
+    first = rep.examples.correct & (np.arange(24) < 8)
+    rest = rep.examples.correct & (np.arange(24) >= 8)
+    assert np.array_equal(auto[first], np.maximum(lip, crown)[first])
+    assert np.array_equal(auto[rest], lip[rest])
+    assert certify_json(rep)["certificate_budget"]["hit"] is True
+
+
+def test_lipschitz_models_get_both_certificates() -> None:
+    module = orthogonal_mlp(16, 16, 4)
+    model = loaded(module, SHAPE, lipschitz=LipschitzClaim("l2", "per-logit", 1.0))
+    data = _data(module)
+    rep = certify(model, data, norm="l2", eps=[0.05], certificate_budget="unlimited")
+    assert rep.plan.methods[0] == "l2-multi" and "crown" in rep.plan.methods
+    old = certify(model, data, norm="l2", eps=[0.05], certificate_budget="0")
+    assert old.plan.certificate == rep.plan.certificate == "l2-multi"
+    assert (rep.examples.radius >= old.examples.radius).all()
+    doc = certify_json(old)
+    assert doc["certificate_methods"] == ["l2-multi"] and doc["bound_propagation_skipped"] == "certificate budget 0"
+
+
+def test_a_model_bounds_cannot_handle_keeps_its_lipschitz_certificate() -> None:
+    module = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+    model, data = loaded(module, SHAPE), _data(module)
+    rep = certify(model, data, norm="linf", eps=[0.01], certificate_budget="unlimited")
+    assert rep.plan.bounds is None and "tanh" in rep.plan.bounds_skipped.lower()
+    assert set(method_names(rep.examples.radius_method)) <= {"pairwise", None}
+
+
+@pytest.mark.parametrize("text, expected", [("30s", (30.0, None)), ("1.5s", (1.5, None)), ("200", (None, 200)),
+                                            ("unlimited", (None, None))])
+def test_budget_parses(text: str, expected: tuple) -> None:
+    spec = parse_budget(text)
+    assert (spec.seconds, spec.passes) == expected
+
+
+@pytest.mark.parametrize("bad", ["abc", "-3", "10m", "1e3", "", "3 passes"])
+def test_bad_budget_is_one_error_line(tmp_path, bad: str) -> None:
+    with pytest.raises(BadInputError):
+        parse_budget(bad)
+    saved(_mlp(), SHAPE, tmp_path / "m.pt2")
+    data = npz_data(tmp_path / "d.npz", SHAPE, n=4, k=4)
+    res = CliRunner().invoke(main, ["certify", str(tmp_path / "m.pt2"), "--data", data, "--norm", "linf", "--eps",
+                                    "0.01", "--certificate-budget", bad])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error:") and "--certificate-budget" in lines[-1] and "Traceback" not in res.stderr
+
+
+def test_cli_auto_records_the_method_per_point(tmp_path) -> None:
+    saved(_mlp(), SHAPE, tmp_path / "m.pt2")
+    data = npz_data(tmp_path / "d.npz", SHAPE, n=12, k=4)
+    csv = tmp_path / "ex.csv"
+    res = CliRunner().invoke(main, ["certify", str(tmp_path / "m.pt2"), "--data", data, "--norm", "linf", "--eps",
+                                    "0.01", "--json", "-", "-q", "--per-example", str(csv)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    pe = doc["per_example"]
+    assert all((m is None) == (r == 0) for m, r in zip(pe["radius_method"], pe["radius"]))
+    assert doc["settings"]["certificate_budget"] == "30s"
+    assert csv.read_text().splitlines()[0].endswith(",radius,radius_method")
