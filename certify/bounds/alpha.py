@@ -64,6 +64,8 @@ def optimise(net: Network, boxes: list[Box], end: int, spec: torch.Tensor, input
         for _ in range(steps):
             bound = backward(net, boxes_t, end, spec_t, inputs_t, alphas)
             best = torch.maximum(best, bound.detach())
+            if not bound.requires_grad:  # no slope reaches this value (they lie on other branches)
+                return best
             opt.zero_grad()
             (-bound.sum()).backward()
             opt.step()
