@@ -129,7 +129,7 @@ def test_sampled_points_stay_inside_every_method_s_bounds(name: str, norm: Norm)
         assert (ys >= b[-1][0] - err).all() and (ys <= b[-1][1] + err).all()
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(seed=st.integers(0, 10_000), name=st.sampled_from(sorted(NETS)), eps=st.floats(0.005, 0.15),
        norm=st.sampled_from([Norm.LINF, Norm.L2]))
 def test_alpha_crown_is_never_below_crown_nor_crown_below_ibp(seed: int, name: str, eps: float, norm: Norm) -> None:
