@@ -5,6 +5,10 @@ A sound lower bound Λ·h + c of the specification is carried backwards through 
 - through an activation a with input bounds [l, u]: a(z) ≥ α·z (α ∈ [slope, 1], CROWN's adaptive
   choice: 1 when u ≥ −l) where Λ ≥ 0, and a(z) ≤ su·z + tu (the chord) where Λ < 0; stable
   neurons are exact;
+- through a sum y = Σcᵢxᵢ of network values: each input gets cᵢΛ; through a concatenation each input
+  gets its slice of Λ; through max pooling, :meth:`.pooling.MaxPool.backward`;
+- on a DAG, a value read by several layers collects the sum of their Λ (layers are visited in reverse
+  topological order, so every consumer is done before its producer);
 - at the input, :meth:`InputSet.close` takes the minimum over the input set.
 
 Intermediate bounds (the [l, u] of each activation's input) come from the same procedure run from that
@@ -22,7 +26,8 @@ import torch
 
 from .ibp import Box, intersect, layer_interval
 from .inputs import InputSet
-from .layers import UNIT64, Activation, Affine, Network, gamma
+from .layers import UNIT64, Activation, Affine, Concat, Layer, Network, Sum, gamma
+from .pooling import MaxPool
 
 #: specifications per backward pass for intermediate bounds, times the batch and the layer size
 CHUNK_ELEMENTS = 1 << 24
@@ -38,25 +43,51 @@ def _magnitude(box: Box) -> torch.Tensor:
 
 def backward(net: Network, boxes: list[Box], end: int, lam: torch.Tensor, inputs: InputSet,
              alphas: Mapping[int, torch.Tensor] | None = None) -> torch.Tensor:
-    """Lower bound over the input set of Λ·h_end, h_end the input of layer ``end`` (the logits when
-    ``end == len(net.layers)``), for Λ of shape (B, S, *shape): (B, S)."""
+    """Lower bound over the input set of Λ·h_end, h_end the value ``end`` (0 the input, k + 1 the output of
+    layer k, ``len(net.layers)`` the logits), for Λ of shape (B, S, *shape): (B, S)."""
     const = lam.new_zeros(lam.shape[:2])
     slack = lam.new_zeros(lam.shape[:2])
+    lams = {end: lam}
     for k in range(end - 1, -1, -1):
-        layer, box = net.layers[k], boxes[k]
-        mag = _magnitude(box)
-        if isinstance(layer, Affine):
-            out_mag = layer.magnitude(mag).unsqueeze(1)
-            slack = slack + 2 * gamma(layer.roundings + 4, UNIT64) * _sum(lam.abs() * out_mag)
-            const = const + layer.bias_term(lam)
-            lam = layer.transpose(lam)
-        else:
-            slack = slack + gamma(8, UNIT64) * _sum(lam.abs() * (2 * mag.unsqueeze(1)))
-            lam, extra, tu = _relax(layer, box, lam, None if alphas is None else alphas.get(k))
-            slack = slack + gamma(8, UNIT64) * _sum(tu)
-            const = const + extra
-        slack = slack + 4 * UNIT64 * const.abs()
-    return inputs.close(lam, const) - slack
+        if k + 1 not in lams:
+            continue
+        src = net.inputs_of(k)
+        pieces, extra, allowance = _step(net.layers[k], [boxes[v] for v in src], lams.pop(k + 1),
+                                         None if alphas is None else alphas.get(k))
+        const = const + extra
+        slack = slack + allowance + 4 * UNIT64 * const.abs()
+        for v, piece in zip(src, pieces):
+            if v in lams:  # a value with several consumers: the sum rounds once per element
+                slack = slack + 2 * gamma(2, UNIT64) * _sum((lams[v].abs() + piece.abs()) * _magnitude(boxes[v]).unsqueeze(1))
+                piece = lams[v] + piece
+            lams[v] = piece
+    lam0 = lams.get(0, lam.new_zeros(lam.shape[0], lam.shape[1], *net.in_shape))
+    return inputs.close(lam0, const) - slack
+
+
+def _step(layer: Layer, boxes: list[Box], lam: torch.Tensor, alpha: torch.Tensor | None
+          ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Λ through one layer: (Λ on each input, constant, float64 allowance), with Λ·out ≥ Σ Λᵢ·inᵢ + constant
+    − allowance over the boxes."""
+    zero = lam.new_zeros(lam.shape[:2])
+    if isinstance(layer, Affine):
+        out_mag = layer.magnitude(_magnitude(boxes[0])).unsqueeze(1)
+        slack = 2 * gamma(layer.roundings + 4, UNIT64) * _sum(lam.abs() * out_mag)
+        return [layer.transpose(lam)], layer.bias_term(lam), slack
+    if isinstance(layer, Activation):
+        slack = gamma(8, UNIT64) * _sum(lam.abs() * (2 * _magnitude(boxes[0]).unsqueeze(1)))
+        new, extra, tu = _relax(layer, boxes[0], lam, alpha)
+        return [new], extra, slack + gamma(8, UNIT64) * _sum(tu)
+    if isinstance(layer, Sum):
+        mag = sum(abs(c) * _magnitude(b) for c, b in zip(layer.coeffs, boxes))
+        slack = 2 * gamma(4, UNIT64) * _sum(lam.abs() * mag.unsqueeze(1))  # type: ignore[union-attr]
+        return [c * lam for c in layer.coeffs], zero, slack
+    if isinstance(layer, Concat):
+        return list(layer.split(lam, layer.dim + 1)), zero, zero
+    if isinstance(layer, MaxPool):
+        new, extra, slack = layer.backward(lam, *boxes[0])
+        return [new], extra, slack
+    raise AssertionError(f"no backward rule for {type(layer).__name__}")
 
 
 def _relax(layer: Activation, box: Box, lam: torch.Tensor, alpha: torch.Tensor | None
@@ -81,12 +112,21 @@ def unit_rows(index: torch.Tensor, sign: float, shape: tuple[int, ...], batch: i
     return rows.view(1, index.numel(), *shape).expand(batch, -1, *shape)
 
 
-def crown_box(net: Network, boxes: list[Box], end: int, inputs: InputSet) -> Box:
-    """CROWN bounds on the input of layer ``end`` (an activation), for the neurons that are unstable
-    under ``boxes[end]`` in some example (the others keep their box), in chunks of specifications."""
+def refine_index(layer: Layer, box: Box) -> torch.Tensor | None:
+    """Flat indices of the input neurons of a nonlinear layer whose relaxation is inexact under ``box`` in
+    some example (None for a linear layer)."""
+    if isinstance(layer, Activation):
+        return layer.unstable(*box).flatten(1).any(0).nonzero().squeeze(1)
+    if isinstance(layer, MaxPool):
+        return layer.undecided_inputs(*box)
+    return None
+
+
+def crown_box(net: Network, boxes: list[Box], end: int, inputs: InputSet, index: torch.Tensor) -> Box:
+    """CROWN bounds on value ``end`` for the flat neurons ``index`` (the others keep their box), in
+    chunks of specifications."""
     lo_box, hi_box = boxes[end]
     batch, shape = lo_box.shape[0], tuple(lo_box.shape[1:])
-    index = ((lo_box < 0) & (hi_box > 0)).flatten(1).any(0).nonzero().squeeze(1)
     lo, hi = lo_box.flatten(1).clone(), hi_box.flatten(1).clone()
     chunk = max(1, CHUNK_ELEMENTS // max(1, batch * lo.shape[1]))
     for start in range(0, index.numel(), chunk):
@@ -97,13 +137,15 @@ def crown_box(net: Network, boxes: list[Box], end: int, inputs: InputSet) -> Box
 
 
 def layer_boxes(net: Network, inputs: InputSet, refine: bool = True) -> list[Box]:
-    """Bounds on every layer's input (and the output): IBP, with each activation's input refined by
-    CROWN when ``refine`` (and some neuron is unstable under IBP)."""
+    """Bounds on every value (see :func:`backward`): IBP, with the input of each nonlinear layer refined by
+    CROWN when ``refine`` (for the neurons whose relaxation is inexact under IBP)."""
     boxes = [inputs.box()]
     for k, layer in enumerate(net.layers):
-        if refine and isinstance(layer, Activation) and k > 0 and bool(layer.unstable(*boxes[k]).any()):
-            boxes[k] = intersect(boxes[k], crown_box(net, boxes, k, inputs))
-        boxes.append(layer_interval(layer, *boxes[k]))
+        v = net.inputs_of(k)[0]
+        index = refine_index(layer, boxes[v]) if refine and v > 0 else None
+        if index is not None and index.numel():
+            boxes[v] = intersect(boxes[v], crown_box(net, boxes, v, inputs, index))
+        boxes.append(layer_interval(layer, [boxes[s] for s in net.inputs_of(k)]))
     return boxes
 
 

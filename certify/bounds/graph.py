@@ -1,7 +1,8 @@
 """From a model to a :class:`~.layers.Network`: the model is exported with torch.export and its ATen graph
-is read op by op.  The graph must be one chain from the input to the logits; any op without a rule here,
-a branch (residual sums), or an argument outside a rule's preconditions makes the model
-``unverifiable: <op>`` — nothing is approximated.
+is read op by op, in its (topological) order, into a DAG of layers: a value may feed several layers, and
+residual sums, differences of two branches and concatenations join them.  Any op without a rule here, or
+an argument outside a rule's preconditions, makes the model ``unverifiable: <op>`` — nothing is
+approximated.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BadInputError, LipschitzUnverifiedError
-from .layers import Activation, Affine, Layer, Network
+from .layers import Activation, Affine, Concat, Layer, Network, Sum
+from .pooling import MaxPool
 
 EXPORT_BATCH = 2
 
@@ -62,9 +64,9 @@ def network_from_program(ep: Any, input_shape: tuple[int, ...]) -> Network:
     user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     if len(user) != 1:
         raise UnverifiableOpError(f"unverifiable: the graph takes {len(user)} inputs, not one")
-    nodes = {n.name: n for n in ep.graph.nodes}
-    current = nodes[user[0]]
+    value = {user[0]: 0}  # node name → value index (0 the input, k + 1 the output of layer k)
     layers: list[Layer] = []
+    sources: list[tuple[int, ...]] = []
     unit = None
     for node in ep.graph.nodes:
         if node.op != "call_function":
@@ -74,27 +76,31 @@ def network_from_program(ep: Any, input_shape: tuple[int, ...]) -> Network:
         if not dep:  # constants only (e.g. a normalisation's mean picked out of a buffer): fold it
             consts[node.name] = _fold(node, consts)
             continue
-        if len(dep) > 1 or dep[0] is not current or len(current.users) != 1:
-            raise UnverifiableOpError(f"unverifiable: {op} (a branch or residual sum: only chains are supported)")
-        layer = _layer(node, op, consts)
-        if layer is not None:
-            layers.append(layer)
+        if op not in RULES or any(a.name not in value for a in dep):
+            raise UnverifiableOpError(f"unverifiable: {op} (no bound-propagation rule)")
+        layer = _layer(node, op, consts, dep)
+        if layer is None:  # an identity
+            value[node.name] = value[dep[0].name]
+            continue
+        layers.append(layer)
+        sources.append(tuple(value[a.name] for a in dep))
+        value[node.name] = len(layers)
         unit = unit or _unit(node)
-        current = node
     out = next(n for n in ep.graph.nodes if n.op == "output").args[0]
-    if len(out) != 1 or out[0] is not current:
-        raise UnverifiableOpError("unverifiable: the graph's output is not the end of its chain of layers")
-    logits = _shape(current)
+    if len(out) != 1 or not hasattr(out[0], "name") or value.get(out[0].name) != len(layers):
+        raise UnverifiableOpError("unverifiable: the graph's output is not its last layer's value")
+    logits = _shape(out[0])
     if len(logits) != 1:
         raise BadInputError(f"the model must return logits of shape batch×classes, got per-example shape {logits}")
-    return Network(tuple(layers), tuple(input_shape), int(logits[0]), unit or 2.0 ** -24)
+    return Network(tuple(layers), tuple(input_shape), int(logits[0]), unit or 2.0 ** -24, tuple(sources))
 
 
 def _fold(node: Any, consts: dict[str, torch.Tensor]) -> torch.Tensor:
     """Evaluate an ATen op on constant tensors (no user code runs: the target is an ATen overload)."""
     if not isinstance(node.target, torch._ops.OpOverload):
         raise UnverifiableOpError(f"unverifiable: {node.target} (not an ATen op)")
-    args = [consts[a.name] if hasattr(a, "name") else a for a in node.args]
+    args = [[consts[b.name] for b in a] if isinstance(a, (list, tuple)) and a and all(hasattr(b, "name") for b in a)
+            else consts[a.name] if hasattr(a, "name") else a for a in node.args]
     kwargs = {k: consts[v.name] if hasattr(v, "name") else v for k, v in node.kwargs.items()}
     out = node.target(*args, **kwargs)
     if not isinstance(out, torch.Tensor):
@@ -105,7 +111,9 @@ def _fold(node: Any, consts: dict[str, torch.Tensor]) -> torch.Tensor:
 def _node_args(node: Any) -> list[Any]:
     import torch.fx
 
-    flat = list(node.args) + list(node.kwargs.values())
+    flat: list[Any] = []
+    for a in list(node.args) + list(node.kwargs.values()):
+        flat.extend(a if isinstance(a, (list, tuple)) else [a])
     return [a for a in flat if isinstance(a, torch.fx.Node)]
 
 
@@ -125,12 +133,45 @@ def _f64(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float64)
 
 
-def _layer(node: Any, op: str, consts: dict[str, torch.Tensor]) -> Layer | None:
-    rule = RULES.get(op)
-    if rule is None:
-        raise UnverifiableOpError(f"unverifiable: {op} (no bound-propagation rule)")
-    src = next(a for a in _node_args(node) if a.name not in consts)
-    return rule(node, consts, _shape(src), _shape(node))
+def _layer(node: Any, op: str, consts: dict[str, torch.Tensor], dep: list[Any]) -> Layer | None:
+    if op == "aten.cat.default":
+        return _cat(node, consts, dep)
+    if len(dep) > 1:
+        if op not in ("aten.add.Tensor", "aten.sub.Tensor"):
+            raise UnverifiableOpError(f"unverifiable: {op} of two network values (only sums, differences and "
+                                      f"concatenations join branches)")
+        return _sum(node, op, dep)
+    return RULES[op](node, consts, _shape(dep[0]), _shape(node))
+
+
+def _sum(node: Any, op: str, dep: list[Any]) -> Layer:
+    """x + α·y, x − α·y of two network values of the same shape (no broadcasting)."""
+    shapes = {_shape(a) for a in dep} | {_shape(node)}
+    alpha = float(node.kwargs.get("alpha", 1.0))
+    if len(shapes) != 1 or not math.isfinite(alpha):
+        raise UnverifiableOpError(f"unverifiable: {op} of network values of shapes {sorted(shapes)} "
+                                  f"(broadcasting between branches), alpha={alpha}")
+    return Sum(op, (1.0, -alpha if op.startswith("aten.sub") else alpha), _shape(node))
+
+
+def _cat(node: Any, consts: dict, dep: list[Any]) -> Layer:
+    pieces = list(node.args[0])
+    dim = int(node.args[1]) if len(node.args) > 1 else int(node.kwargs.get("dim", 0))
+    ndim = len(_shape(node)) + 1
+    dim = dim + ndim if dim < 0 else dim
+    if len(pieces) != len(dep) or any(not hasattr(p, "name") or p.name in consts for p in pieces) or dim == 0:
+        raise UnverifiableOpError("unverifiable: aten.cat.default (of constants, or along the batch dimension)")
+    return Concat("aten.cat", dim, tuple(_shape(p)[dim - 1] for p in pieces))
+
+
+def _max_pool(node: Any, consts: dict, s_in: tuple, s_out: tuple) -> Layer:
+    kernel = _pair(_const(node, consts, 1))
+    stride, padding, dilation, ceil = (_const(node, consts, i, d) for i, d in ((2, []), (3, 0), (4, 1), (5, False)))
+    stride = _pair(stride) if stride else kernel
+    if _pair(dilation) != (1, 1) or ceil or len(s_in) != 3:
+        raise UnverifiableOpError(f"unverifiable: aten.max_pool2d with dilation={dilation}, ceil_mode={ceil} on "
+                                  f"shape {s_in} (only dilation 1, ceil_mode False, batch×C×H×W)")
+    return MaxPool("aten.max_pool2d", kernel, stride, _pair(padding), s_in, s_out)
 
 
 def _const(node: Any, consts: dict[str, torch.Tensor], i: int, default: Any = None) -> Any:
@@ -255,6 +296,8 @@ RULES: dict[str, Callable[..., Layer | None]] = {
     "aten._unsafe_view.default": _reshape,
     "aten.unflatten.int": _reshape,
     "aten.dropout.default": _identity,
+    "aten.max_pool2d.default": _max_pool,
+    "aten.cat.default": _reshape,  # handled by _cat
     "aten.add.Tensor": _elementwise("add"),
     "aten.add.Scalar": _elementwise("add"),
     "aten.sub.Tensor": _elementwise("sub"),

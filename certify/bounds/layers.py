@@ -1,7 +1,9 @@
 """The layers bound propagation understands, in float64, each with what every method needs.
 
-A network is a chain of :class:`Affine` maps (Linear, Conv2d, AvgPool, BatchNorm in eval, the input
-normalisation, reshapes, add/sub/mul/div by constants) and :class:`Activation` s (ReLU, LeakyReLU).
+A network is a DAG of :class:`Affine` maps (Linear, Conv2d, AvgPool, BatchNorm in eval, the input
+normalisation, reshapes, add/sub/mul/div by constants), :class:`Activation` s (ReLU, LeakyReLU),
+:class:`Sum` s of network values (residual sums, differences), :class:`Concat` s and max pooling
+(:class:`.pooling.MaxPool`), in topological order.
 An affine map is ``lin(x) + bias`` with ``lin`` linear; it also gives ``abs_lin`` (the same map with
 every weight replaced by its absolute value, so |lin(x)| ≤ abs_lin(|x|)), and the rounding allowance
 of the model's own floating-point forward pass (``docs/bounds.md``).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -122,20 +125,68 @@ class Activation:
         return (lo < 0) & (hi > 0)
 
 
-Layer = Affine | Activation
+@dataclass(frozen=True, eq=False)
+class Sum:
+    """y = Σ cᵢ·xᵢ over network values of one shape (``x + f(x)``: c = (1, 1); ``a − b``: (1, −1);
+    ``a + α·b``: (1, α)).  The model's float pass rounds each product by cᵢ ≠ ±1 and each addition once."""
+
+    op: str
+    coeffs: tuple[float, ...]
+    shape: tuple[int, ...]
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = self.coeffs[0] * xs[0]
+        for c, x in zip(self.coeffs[1:], xs[1:]):
+            out = out + c * x
+        return out
+
+    @property
+    def roundings(self) -> int:
+        """Rounded operations per output of the float pass: the additions and the scalings."""
+        return len(self.coeffs) - 1 + sum(abs(c) != 1.0 for c in self.coeffs)
+
+
+@dataclass(frozen=True, eq=False)
+class Concat:
+    """y = cat(x₁, …, xₙ) along per-example dimension ``dim`` (1 = channels or features); exact."""
+
+    op: str
+    dim: int  #: in the batched tensor (≥ 1)
+    sizes: tuple[int, ...]  #: each input's extent along ``dim``
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=self.dim)
+
+    def split(self, t: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:
+        """``t`` cut back into the inputs' parts along ``dim`` (the transpose of the concatenation)."""
+        return torch.split(t, list(self.sizes), dim=dim)
+
+
+Layer = Any  # Affine | Activation | Sum | Concat | MaxPool
 
 
 @dataclass(frozen=True, eq=False)
 class Network:
-    """A chain of layers from the model's input (``in_shape``) to its logits, plus the model's float type."""
+    """Layers in topological order from the model's input (``in_shape``) to its logits, plus the model's
+    float type.  Values are numbered: 0 is the input, k + 1 the output of layer k; layer k reads the
+    values ``sources[k]`` (``(k,)`` for every layer of a chain, the default) and the last value is the logits."""
 
     layers: tuple[Layer, ...]
     in_shape: tuple[int, ...]
     num_classes: int
     #: unit roundoff of the model's own forward pass (2⁻²⁴ for float32)
     model_unit: float
+    sources: tuple[tuple[int, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sources is None:
+            object.__setattr__(self, "sources", tuple((k,) for k in range(len(self.layers))))
+
+    def inputs_of(self, k: int) -> tuple[int, ...]:
+        return self.sources[k]  # type: ignore[index]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer.forward(x)
-        return x
+        values = [x]
+        for k, layer in enumerate(self.layers):
+            values.append(layer.forward(*(values[v] for v in self.inputs_of(k))))
+        return values[-1]

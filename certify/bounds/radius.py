@@ -14,7 +14,7 @@ import torch
 
 from ..errors import BadInputError
 from ..threat import Norm
-from .alpha import DEFAULT_STEPS, alpha_spec_bounds
+from .alpha import DEFAULT_STEPS, alpha_bounds
 from .crown import ibp_spec_bounds, layer_boxes, spec_bounds
 from .fperror import model_error, spec_error
 from .ibp import ibp_bounds
@@ -34,6 +34,8 @@ class BoundSettings:
     eps_max: float = 1.0  #: the bisection's upper end
     iterations: int = DEFAULT_ITERATIONS
     alpha_steps: int = DEFAULT_STEPS
+    #: α-CROWN also optimises the intermediate (pre-activation) bounds, not only the specification's
+    alpha_intermediate: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -64,7 +66,8 @@ def margin_bounds(net: Network, x0: torch.Tensor, pred: torch.Tensor, eps: torch
         if settings.method == "crown":
             bound = spec_bounds(net, spec, inputs, boxes)
         else:
-            bound = alpha_spec_bounds(net, spec, inputs, boxes, steps=settings.alpha_steps)
+            bound, boxes = alpha_bounds(net, spec, inputs, boxes, steps=settings.alpha_steps,
+                                        intermediate=settings.alpha_intermediate)
         bound = torch.maximum(bound, ibp_spec_bounds(net, spec, boxes))  # both sound: never below IBP
     return bound - spec_error(model_error(net, boxes), spec)
 
