@@ -96,3 +96,12 @@ def tiny_data(tmp_path: Path):
         return path
 
     return _make
+
+
+@pytest.fixture
+def one_thread():
+    """Small float64 matmuls are ~1000× slower with two threads on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

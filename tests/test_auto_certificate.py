@@ -23,12 +23,7 @@ from tests.helpers_lipschitz import loaded, npz_data, orthogonal_mlp, saved
 SHAPE = (16,)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mlp(seed: int = 0) -> nn.Module:

@@ -30,13 +30,7 @@ from certify.threat import Norm
 from tests.helpers_lipschitz import loaded
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small float64 matmuls are ~1000× slower with two threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise_bn(m: nn.Module, gen: torch.Generator) -> nn.Module:

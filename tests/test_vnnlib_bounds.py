@@ -19,12 +19,7 @@ from certify.vnnlib.verify import verify
 from tests.helpers_vnnlib import forward, milp_max, random_weights, robustness_vnnlib
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pt2(path: Path, weights: list[tuple[np.ndarray, np.ndarray]]):  # type: ignore[no-untyped-def]
