@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from torch import nn
 
 from certify.certificates import certify
-from certify.certificates.auto_plan import method_names, parse_budget
+from certify.budget import parse_budget
+from certify.certificates.auto_plan import method_names
 from certify.cli import main
 from certify.data import Dataset
 from certify.errors import BadInputError
@@ -139,3 +140,64 @@ def test_cli_auto_records_the_method_per_point(tmp_path) -> None:
     assert all((m is None) == (r == 0) for m, r in zip(pe["radius_method"], pe["radius"]))
     assert doc["settings"]["certificate_budget"] == "30s"
     assert csv.read_text().splitlines()[0].endswith(",radius,radius_method")
+
+
+class _Clock:
+    """A fake ``time.perf_counter``: every reading advances it by ``tick`` seconds."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_stopped_bisection_keeps_only_radii_it_certified() -> None:
+    from certify.bounds import BoundSettings, certified, certified_radii, network_from_module
+    from certify.threat import Norm
+
+    module = _mlp(3)
+    net = network_from_module(module, SHAPE)
+    x = torch.rand(10, *SHAPE, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    pred = module(x.float()).argmax(1)
+    settings = BoundSettings(method="crown", norm=Norm.LINF, lo=0.0, hi=1.0)
+    full = certified_radii(net, x, pred, settings)
+    assert (full > 0).any()
+    for calls in range(0, 40, 3):  # stop at the calls-th checkpoint, wherever it falls in a pass
+        seen = iter(range(10**6))
+        r = certified_radii(net, x, pred, settings, stop=lambda: next(seen) >= calls)
+        assert (r <= full).all()
+        pos = r > 0
+        if pos.any():
+            assert certified(net, x[pos], pred[pos], r[pos], settings).all()
+
+
+def test_a_method_too_costly_for_the_time_budget_is_dropped_after_one_probe(monkeypatch) -> None:
+    import certify.budget as budget
+
+    module = _mlp(2)
+    model, data = loaded(module, SHAPE), _data(module, n=24)
+    _, lip = _radii(model, data, "auto", "0")
+    clock = _Clock(tick=1.0)  # every pass "takes" seconds: one check exceeds 25% of 30 s / 15 checks
+    monkeypatch.setattr(budget, "time", clock)
+    rep, auto = _radii(model, data, "auto", "30s")
+    assert np.array_equal(auto, lip)  # nothing from bound propagation, and nothing lost
+    spent = rep.plan.budget
+    assert spent.hit and spent.passes == 0 and not spent.usable("crown")
+    assert spent.seconds < 5  # the probe, stopped at its first checkpoint; α-CROWN never probed
+
+
+def test_a_time_budget_takes_only_the_points_its_measured_rate_fits() -> None:
+    from certify.budget import CertificateBudget, parse_budget
+
+    b = CertificateBudget(parse_budget("10s"))
+    assert b.affordable("crown", 100, 15) == 100 and not b.hit  # rate unknown: probed first, then all
+    b.measured("crown", 1.5, 15, complete=True)  # 0.1 s per point-check: 1.5 s per point
+    assert b.affordable("crown", 100, 15) == 6 and b.hit
+    b.measured("crown", 0.15, 15, complete=True)  # a faster batch: the better rate is kept
+    assert b.affordable("crown", 100, 15) == 66
+    b.measured("alpha-crown", 0.1, 1, complete=False)
+    assert not b.usable("alpha-crown") and b.affordable("alpha-crown", 5, 9) == 0
+    unlimited = CertificateBudget(parse_budget("unlimited"))
+    assert unlimited.affordable("crown", 100, 15) == 100 and not unlimited.needs_probe("crown")

@@ -19,7 +19,9 @@ from certify.bounds.layers import Concat, Sum
 from certify.bounds.pooling import MaxPool
 from certify.bounds.radius import specification
 from certify.threat import Norm
-from tests.test_bounds import _one_thread, _randomise_bn, _samples  # noqa: F401  (the fixture is autouse)
+from tests.test_bounds import _randomise_bn, _samples
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = (1, 6, 6)
 

@@ -16,7 +16,8 @@ from certify.bounds.layers import Activation, Affine, Concat, Network, Sum
 from certify.bounds.pooling import MaxPool
 from certify.bounds.radius import specification
 from certify.threat import Norm
-from tests.test_bounds import _one_thread  # noqa: F401  (the fixture is autouse)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 Expr = tuple[torch.Tensor, torch.Tensor]  # (A: (d, *shape), c: shape): value = A·x + c
 

@@ -31,7 +31,7 @@ def test_dense_bound_is_above_the_svd_norm_and_tight(cin_g: int, cout_g: int, k1
     assert res is not None
     bound, estimate = res
     assert bound >= exact
-    assert bound <= exact * 1.001 + 1e-300
+    assert bound <= exact * 1.001 + 1e-6 * float(spec.weight.abs().max())  # the allowance, on a zero map too
     assert estimate <= exact * (1 + 1e-9)
 
 

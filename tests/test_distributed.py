@@ -42,7 +42,7 @@ from certify.results import header
 from .helpers_analysis import make_model
 
 ROOT = Path(__file__).resolve().parents[1]
-VOLATILE = {"created", "seconds", "argv", "world_size"}
+VOLATILE = {"created", "seconds", "argv", "world_size", "bound_passes"}  # bound passes count batches
 #: The most a multi-process test may take before it counts as a hang.
 HANG_S = 180
 

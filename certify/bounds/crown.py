@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 import torch
 
+from .cancel import checkpoint
 from .ibp import Box, intersect, layer_interval
 from .inputs import InputSet
 from .layers import UNIT64, Activation, Affine, Concat, Layer, Network, Sum, gamma
@@ -45,6 +46,7 @@ def backward(net: Network, boxes: list[Box], end: int, lam: torch.Tensor, inputs
              alphas: Mapping[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Lower bound over the input set of Λ·h_end, h_end the value ``end`` (0 the input, k + 1 the output of
     layer k, ``len(net.layers)`` the logits), for Λ of shape (B, S, *shape): (B, S)."""
+    checkpoint()  # a spent budget stops here, between passes (:mod:`.cancel`)
     const = lam.new_zeros(lam.shape[:2])
     slack = lam.new_zeros(lam.shape[:2])
     lams = {end: lam}

@@ -8,6 +8,7 @@ final bracket, which was itself certified (or 0): the certificate never rests on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ import torch
 from ..errors import BadInputError
 from ..threat import Norm
 from .alpha import DEFAULT_STEPS, alpha_bounds
+from .cancel import BoundsStopped, checkpoint, stop_when
 from .crown import ibp_spec_bounds, layer_boxes, spec_bounds
 from .fperror import model_error, spec_error
 from .ibp import ibp_bounds
@@ -56,6 +58,7 @@ def specification(pred: torch.Tensor, num_classes: int, dtype: torch.dtype = tor
 def margin_bounds(net: Network, x0: torch.Tensor, pred: torch.Tensor, eps: torch.Tensor,
                   settings: BoundSettings) -> torch.Tensor:
     """Sound lower bounds of ŷ_c − ŷ_j over the set, for the model as it runs in floating point: (B, K−1)."""
+    checkpoint()
     inputs = InputSet(x0.to(torch.float64), eps.to(torch.float64), settings.norm, settings.lo, settings.hi)
     spec = specification(pred, net.num_classes)
     if settings.method == "ibp":
@@ -79,24 +82,32 @@ def certified(net: Network, x0: torch.Tensor, pred: torch.Tensor, eps: torch.Ten
 
 
 def certified_radii(net: Network, x0: torch.Tensor, pred: torch.Tensor, settings: BoundSettings,
-                    lower: torch.Tensor | None = None, upper: torch.Tensor | None = None) -> torch.Tensor:
+                    lower: torch.Tensor | None = None, upper: torch.Tensor | None = None,
+                    stop: Callable[[], bool] | None = None) -> torch.Tensor:
     """Per-example certified radius (float64, ≥ 0) by bisection; see the module docs.
 
     ``lower`` (radii already certified, e.g. by a cheaper method) and ``upper`` narrow the bracket.
+    ``stop`` (e.g. a spent time budget) is asked before every backward pass (:mod:`.cancel`); when it
+    says yes the bisection ends at the lower ends, each of which was certified, so the radii stay sound
+    (only coarser; 0 where the first check did not complete).
     """
     b = x0.shape[0]
     lo = torch.zeros(b, dtype=torch.float64, device=x0.device) if lower is None else lower.clone()
     hi = torch.full_like(lo, settings.eps_max) if upper is None else torch.maximum(upper, lo)
-    if lower is None:
-        ok0 = certified(net, x0, pred, lo, settings)
-        hi = torch.where(ok0, hi, lo)  # not even the point itself: radius 0
-    for _ in range(settings.iterations):
-        active = hi > lo
-        if not bool(active.any()):
-            break
-        idx = active.nonzero().squeeze(1)
-        mid = (lo[idx] + hi[idx]) / 2
-        ok = certified(net, x0[idx], pred[idx], mid, settings)
-        lo[idx] = torch.where(ok, mid, lo[idx])
-        hi[idx] = torch.where(ok, hi[idx], mid)
+    with stop_when(stop):
+        try:
+            if lower is None:
+                ok0 = certified(net, x0, pred, lo, settings)
+                hi = torch.where(ok0, hi, lo)  # not even the point itself: radius 0
+            for _ in range(settings.iterations):
+                active = hi > lo
+                if not bool(active.any()):
+                    break
+                idx = active.nonzero().squeeze(1)
+                mid = (lo[idx] + hi[idx]) / 2
+                ok = certified(net, x0[idx], pred[idx], mid, settings)
+                lo[idx] = torch.where(ok, mid, lo[idx])
+                hi[idx] = torch.where(ok, hi[idx], mid)
+        except BoundsStopped:  # lo holds only radii whose check completed
+            pass
     return lo

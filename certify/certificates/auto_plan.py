@@ -8,22 +8,20 @@ keeps the larger of the two), then α-CROWN.  Each point keeps the largest radiu
 sound, and the method that gave it (:data:`RADIUS_METHODS`, code −1 for none).  Bound propagation
 keeps a radius only where it is larger, so it can only raise it.
 
-A :class:`CertificateBudget` bounds the bound-propagation work: ``30s`` (seconds of wall time spent in
-bound propagation) or ``200`` (bound passes: one IBP/CROWN pass over a batch counts 1, one α-CROWN pass
-counts its optimisation steps).  When it runs out, the remaining points keep what the cheaper methods
-gave, and the budget says it was hit.
+A :class:`~certify.budget.CertificateBudget` bounds the bound-propagation work (:mod:`certify.budget`).
+When it runs out, a running bisection stops at its last certified radius, the remaining points keep
+what the cheaper methods gave, and the budget says it was hit.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
+from ..budget import BudgetSpec, CertificateBudget
 from ..device import certificate_precision
 from ..errors import BadInputError
 from ..threat import Norm
@@ -41,50 +39,6 @@ def method_code(name: str) -> int:
 def method_names(codes: Any) -> list[str | None]:
     """Per-example names of ``codes`` (None for −1)."""
     return [RADIUS_METHODS[int(c)] if int(c) >= 0 else None for c in codes]
-
-
-@dataclass(frozen=True)
-class BudgetSpec:
-    """A parsed ``--certificate-budget``: seconds, or bound passes, or unlimited (both None)."""
-
-    text: str
-    seconds: float | None = None
-    passes: int | None = None
-
-
-def parse_budget(text: str) -> BudgetSpec:
-    """``30s``, ``1.5s``, ``200`` (bound passes), ``0`` (no bound propagation) or ``unlimited``."""
-    s = str(text).strip().lower()
-    if s in ("unlimited", "inf", "none"):
-        return BudgetSpec("unlimited")
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*s", s)
-    if m:
-        return BudgetSpec(f"{float(m.group(1)):g}s", seconds=float(m.group(1)))
-    if re.fullmatch(r"\d+", s):
-        return BudgetSpec(str(int(s)), passes=int(s))
-    raise BadInputError(f"certificate budget must be seconds like 30s, a number of bound passes like 200, or "
-                        f"unlimited; got {text!r}", param="certificate_budget")
-
-
-class CertificateBudget:
-    """What a run has spent of its :class:`BudgetSpec` (mutable: one per run and process)."""
-
-    def __init__(self, spec: BudgetSpec) -> None:
-        self.spec, self.seconds, self.passes, self.hit = spec, 0.0, 0, False
-
-    def allows(self, cost: int) -> bool:
-        """Whether a step of ``cost`` bound passes may start; a refusal marks the budget as hit."""
-        over = ((self.spec.seconds is not None and self.seconds >= self.spec.seconds)
-                or (self.spec.passes is not None and self.passes + cost > self.spec.passes))
-        self.hit = self.hit or over
-        return not over
-
-    def charge(self, cost: int, seconds: float) -> None:
-        self.passes += cost
-        self.seconds += seconds
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"budget": self.spec.text, "hit": self.hit, "seconds": self.seconds, "bound_passes": self.passes}
 
 
 @dataclass(frozen=True)
@@ -127,13 +81,14 @@ class AutoPlan(CertificatePlan):
         if self.bounds is None:
             return best, code
         for method in ("crown", "alpha-crown"):
+            if method == "alpha-crown" and not self.budget.usable("crown"):  # α-CROWN costs more than CROWN
+                break
             best, code = self._raise_with(method, x, stats, best, code)
         return best, code
 
     def _raise_with(self, method: str, x: torch.Tensor, stats: Any, best: torch.Tensor, code: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..bounds import certified_radii
-
+        """Raise ``best`` with ``method`` on the correct points the budget affords (see :mod:`certify.budget`)."""
         assert self.bounds is not None and self.budget is not None
         settings = self.bounds.settings
         if method == "alpha-crown":  # refine CROWN's bracket: fewer steps, each costing alpha_steps passes
@@ -144,24 +99,75 @@ class AutoPlan(CertificatePlan):
         if not self.budget.allows(cost):
             return best, code
         keep = (stats.margin > 0).nonzero().squeeze(1)  # only correct points can be certified
-        if keep.numel() == 0:
-            return best, code
-        start = time.perf_counter()
-        idx = keep.to(x.device)
+        checks = settings.iterations + 1  # certification checks per point, at most
+        if keep.numel() and not self._probe(method, settings, x, stats, best, keep[:1], checks):
+            return best, code  # too costly for what remains of the budget
+        done = 0
+        while done < keep.numel():
+            take = self.budget.affordable(method, int(keep.numel()) - done, checks)
+            if take == 0:
+                break
+            part = keep[done:done + take]
+            r, complete = self._radii(method, settings, x, stats, best, part)
+            better = torch.zeros_like(best, dtype=torch.bool)
+            better[part] = r > best[part]
+            best = best.clone()
+            best[part] = torch.maximum(r, best[part])
+            code = torch.where(better, method_code(method), code)
+            done += int(part.numel())
+            if not complete:
+                break
+        return best, code
+
+    def _probe(self, method: str, settings: Any, x: torch.Tensor, stats: Any, best: torch.Tensor,
+               part: torch.Tensor, checks: int) -> bool:
+        """Under a time budget, time one certification check of ``method`` on one point (at the radius its
+        bisection would try first) unless its rate is known; False when the method is too costly: the
+        check did not end within :data:`~certify.budget.PROBE_SHARE` of the remaining time per check."""
+        from ..bounds import certified
+        from ..bounds.cancel import BoundsStopped, stop_when
+
+        assert self.bounds is not None and self.budget is not None
+        if not self.budget.needs_probe(method):
+            return self.budget.usable(method)
+        idx = part.to(x.device)
+        lower = best[part].to(x.device)
+        step = self.bounds.settings.eps_max / 2 ** self.bounds.settings.iterations
+        eps = (torch.full_like(lower, settings.eps_max / 2) if method == "crown"
+               else (lower + torch.clamp(2 * lower + step, max=settings.eps_max)) / 2)
+        fired: list[bool] = []
+        self.budget.start()
+        try:
+            with stop_when(self.budget.probe_stop(fired, checks)):
+                certified(self.bounds.network, x[idx], stats.prediction.to(x.device)[idx], eps, settings)
+        except BoundsStopped:
+            pass
+        seconds = self.budget.charge(0)
+        self.budget.measured(method, seconds, 1, complete=not fired)
+        return not fired
+
+    def _radii(self, method: str, settings: Any, x: torch.Tensor, stats: Any, best: torch.Tensor,
+               part: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Radii of the points ``part`` (sound even when the budget stops the bisection early) and
+        whether the bisection completed."""
+        from ..bounds import certified_radii
+
+        assert self.bounds is not None and self.budget is not None
+        idx = part.to(x.device)
         pred = stats.prediction.to(x.device)[idx]
-        lower = best[keep].to(x.device)
+        lower = best[part].to(x.device)
         upper, start_at = None, None  # CROWN bisects from scratch, as --certificate crown does
         if method == "alpha-crown":  # from the best radius so far, as --certificate alpha-crown does from CROWN's
             start_at = lower
             step = self.bounds.settings.eps_max / 2 ** self.bounds.settings.iterations
             upper = torch.clamp(2 * lower + step, max=settings.eps_max)
-        r = certified_radii(self.bounds.network, x[idx], pred, settings, lower=start_at, upper=upper).to(best.device)
-        self.budget.charge(cost, time.perf_counter() - start)
-        better = torch.zeros_like(best, dtype=torch.bool)
-        better[keep] = r > best[keep]
-        full = best.clone()
-        full[keep] = torch.maximum(r, best[keep])
-        return full, torch.where(better, method_code(method), code)
+        stopped: list[bool] = []
+        self.budget.start()
+        r = certified_radii(self.bounds.network, x[idx], pred, settings, lower=start_at, upper=upper,
+                            stop=self.budget.stop(stopped))
+        seconds = self.budget.charge((settings.iterations + 1) * (settings.alpha_steps if method == "alpha-crown" else 1))
+        self.budget.measured(method, seconds, int(part.numel()) * (settings.iterations + 1), complete=not stopped)
+        return r.to(best.device), not stopped
 
 
 def auto_plan(model: Any, *, norm: Norm, lipschitz: CertificatePlan | None, refusal: str | None,
@@ -173,7 +179,7 @@ def auto_plan(model: Any, *, norm: Norm, lipschitz: CertificatePlan | None, refu
     from .plan import example_shape
 
     bounds, skipped = None, None
-    if budget.passes == 0 or budget.seconds == 0:
+    if budget.off:
         skipped = f"certificate budget {budget.text}"
     else:
         try:

@@ -202,7 +202,8 @@ def _combined_plan(model: LoadedModel, norm: Norm, certificate: str, lipschitz_c
                    assume_lipschitz: bool, input_dim: int, input_shape: tuple[int, ...] | None,
                    shape: dict[str, Any], budget: str) -> CertificatePlan:
     """``auto`` with a certificate budget: the Lipschitz plan (if any) and bound propagation (:mod:`.auto_plan`)."""
-    from .auto_plan import auto_plan, parse_budget
+    from ..budget import parse_budget
+    from .auto_plan import auto_plan
 
     spec = parse_budget(budget)
     try:
@@ -213,6 +214,8 @@ def _combined_plan(model: LoadedModel, norm: Norm, certificate: str, lipschitz_c
                              input_dim, shape)
         refusal = None
     except LipschitzUnverifiedError as err:
+        if lipschitz_constant is not None:  # the caller asked for this constant: say it does not hold
+            raise
         lip, refusal = None, str(err)
     return auto_plan(model, norm=norm, lipschitz=lip, refusal=refusal, budget=spec, input_shape=input_shape)
 

@@ -39,7 +39,7 @@ from .output import (
 
 def budget_option(value: str) -> str:
     """``--certificate-budget``, parsed once here (a bad value: one ``Error:`` line, exit 2)."""
-    from ..certificates.auto_plan import parse_budget
+    from ..budget import parse_budget
     from ..errors import BadInputError
 
     try:

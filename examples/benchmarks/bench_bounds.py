@@ -101,7 +101,7 @@ def fashion(n: int, epochs: int, steps: int, batch: int) -> None:
             s = BoundSettings(method=method, norm=Norm.LINF, lo=0.0, hi=1.0, alpha_steps=steps)
             t = time.perf_counter()
             low = torch.cat([margin_bounds(net, x[i:i + batch], pred[i:i + batch],
-                                           torch.full((len(x[i:i + batch]),), eps, dtype=torch.float64), s)
+                                           torch.full((len(x[i:i + batch]),), eps, dtype=torch.float64, device=x.device), s)
                              for i in range(0, n, batch)])
             times.append(time.perf_counter() - t)
             lows[method] = low.amin(1)
