@@ -141,6 +141,11 @@ def _layer(node: Any, op: str, consts: dict[str, torch.Tensor], dep: list[Any]) 
             raise UnverifiableOpError(f"unverifiable: {op} of two network values (only sums, differences and "
                                       f"concatenations join branches)")
         return _sum(node, op, dep)
+    first = node.args[0] if node.args else None
+    if op not in EITHER_SIDE and getattr(first, "name", None) != dep[0].name:
+        # e.g. linear(constant, weight=network value): every other rule reads its constants from args 1…
+        raise UnverifiableOpError(f"unverifiable: {op} with the network's value as an argument other than its "
+                                  f"first")
     return RULES[op](node, consts, _shape(dep[0]), _shape(node))
 
 
@@ -187,6 +192,20 @@ def _linear(node: Any, consts: dict, s_in: tuple, s_out: tuple) -> Layer:
     wa = w.abs()
     return Affine("aten.linear", lambda x: x @ w.T, lambda x: x @ wa.T, None if b is None else _f64(b).view(1, -1),
                   s_in, s_out, roundings=w.shape[1] + 1, matrix=w)
+
+
+def _matmul(node: Any, consts: dict, s_in: tuple, s_out: tuple) -> Layer:
+    """x @ W with a constant 2-D W on the right (ONNX MatMul and Gemm convert to this)."""
+    op = str(node.target)
+    w = _const(node, consts, 1)
+    if not isinstance(w, torch.Tensor) or w.dim() != 2 or not s_in or s_in[-1] != w.shape[0]:
+        what = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+        raise UnverifiableOpError(f"unverifiable: {op} of shape {s_in} by {what} (only a network value times a "
+                                  f"constant matrix)")
+    w = _f64(w)
+    wa = w.abs()
+    return Affine("aten.matmul", lambda x: x @ w, lambda x: x @ wa, None, s_in, s_out, roundings=w.shape[0] + 1,
+                  matrix=w.T.contiguous())
 
 
 def _conv(node: Any, consts: dict, s_in: tuple, s_out: tuple) -> Layer:
@@ -282,8 +301,13 @@ def _elementwise(kind: str) -> Callable[..., Layer]:
     return rule
 
 
+#: ops whose network value may be either argument (the constant is the other one)
+EITHER_SIDE = frozenset({"aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor", "aten.div.Tensor"})
+
 RULES: dict[str, Callable[..., Layer | None]] = {
     "aten.linear.default": _linear,
+    "aten.matmul.default": _matmul,
+    "aten.mm.default": _matmul,
     "aten.conv2d.default": _conv,
     "aten.batch_norm.default": _batch_norm,
     "aten.avg_pool2d.default": _avg_pool,
