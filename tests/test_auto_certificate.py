@@ -201,3 +201,25 @@ def test_a_time_budget_takes_only_the_points_its_measured_rate_fits() -> None:
     assert not b.usable("alpha-crown") and b.affordable("alpha-crown", 5, 9) == 0
     unlimited = CertificateBudget(parse_budget("unlimited"))
     assert unlimited.affordable("crown", 100, 15) == 100 and not unlimited.needs_probe("crown")
+
+
+def test_resume_under_a_time_budget_accepts_radii_another_machine_speed_gave(monkeypatch) -> None:
+    import certify.budget as budget
+    from certify.certificates import resume_examples
+    from certify.errors import BadInputError as Bad
+
+    module = _mlp(2)
+    model, data = loaded(module, SHAPE), _data(module, n=24)
+    first = certify(model, data, norm="linf", eps=[0.01], certificate_budget="30s", batch_size=8)
+    doc = json.loads(json.dumps(certify_json(first)))
+    names = method_names(first.examples.radius_method)
+    assert "crown" in names  # CROWN raised some radii in the first run
+    monkeypatch.setattr(budget, "time", _Clock(tick=1.0))  # a "slow machine": CROWN is dropped by its probe
+    again = certify(model, data, norm="linf", eps=[0.01], certificate_budget="30s", batch_size=8,
+                    resume=resume_examples(doc, model, data, "linf"))
+    assert set(method_names(again.examples.radius_method)) <= {"pairwise", None}  # the recomputed radii are kept
+    lip_row = names.index("pairwise")
+    doc["per_example"]["radius"][lip_row] *= 2  # an edited Lipschitz radius is still caught
+    with pytest.raises(Bad, match="radius"):
+        certify(model, data, norm="linf", eps=[0.01], certificate_budget="30s", batch_size=8,
+                resume=resume_examples(doc, model, data, "linf"))

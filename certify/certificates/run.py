@@ -116,7 +116,9 @@ def certify(
                               world=world)
     check_finite_logits(done.examples)
     if resume is not None:
-        check_resumed_rows(resume.examples, done.examples)
+        budget = getattr(plan, "budget", None)  # a time budget's bound-propagation radii depend on the machine
+        check_resumed_rows(resume.examples, done.examples,
+                           timed=budget is not None and budget.spec.seconds is not None)
     report = _summarise(model, data, norm, plan, eps_t, done.examples, flags, done.partial, seed,
                         time.perf_counter() - start)
     return dataclasses.replace(report, settings=settings)
