@@ -3,8 +3,9 @@
 ``30s`` is seconds of wall time spent in bound propagation, ``200`` is bound passes (one IBP/CROWN pass
 over a batch counts 1, one α-CROWN pass counts its optimisation steps), ``0`` turns bound propagation
 off and ``unlimited`` bounds nothing.  Parsed once, here, without importing torch, so a bad value is a
-usage error answered before the heavy imports.  The budget is checked before each step and between the
-bisection steps of a running method, so a run overshoots a time budget by at most one bound pass.
+usage error answered before the heavy imports.  The budget is checked before each step and, inside a
+running step, before every backward pass (:mod:`certify.bounds.cancel`), so a run overshoots a time
+budget by at most one backward pass.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class CertificateBudget:
 
     def affordable(self, method: str, points: int, checks: int) -> int:
         """How many of ``points`` (each up to ``checks`` certification checks) to take next: all without a
-        time budget, 1 (a probe) while the method's rate is unknown, else as many as the rate fits."""
+        time budget or a measured rate, else as many as the rate fits in the remaining time."""
         if self.spec.seconds is None:
             return points
         rate = self._rates.get(method, 0.0)

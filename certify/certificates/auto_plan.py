@@ -165,8 +165,9 @@ class AutoPlan(CertificatePlan):
         self.budget.start()
         r = certified_radii(self.bounds.network, x[idx], pred, settings, lower=start_at, upper=upper,
                             stop=self.budget.stop(stopped))
-        seconds = self.budget.charge((settings.iterations + 1) * (settings.alpha_steps if method == "alpha-crown" else 1))
-        self.budget.measured(method, seconds, int(part.numel()) * (settings.iterations + 1), complete=not stopped)
+        checks = settings.iterations + 1
+        seconds = self.budget.charge(checks * (settings.alpha_steps if method == "alpha-crown" else 1))
+        self.budget.measured(method, seconds, int(part.numel()) * checks, complete=not stopped)
         return r.to(best.device), not stopped
 
 
