@@ -97,10 +97,13 @@ class CertificateBudget:
     def _elapsed(self) -> float:
         return 0.0 if self._started is None else time.perf_counter() - self._started
 
-    def stop(self, fired: list[bool]) -> Callable[[], bool]:
-        """The predicate for a running step: the time budget is spent (appends to ``fired`` when it says so)."""
+    def stop(self, fired: list[bool], cap: float | None = None) -> Callable[[], bool]:
+        """The predicate for a running step: the time budget is spent, or the step has run ``cap`` seconds
+        (a probe's limit); it appends to ``fired`` when it says so."""
         def spent() -> bool:
-            over = self.spec.seconds is not None and self.seconds + self._elapsed() >= self.spec.seconds
+            elapsed = self._elapsed()
+            over = ((self.spec.seconds is not None and self.seconds + elapsed >= self.spec.seconds)
+                    or (cap is not None and elapsed >= cap))
             if over:
                 self.hit = True
                 fired.append(True)
@@ -114,21 +117,6 @@ class CertificateBudget:
     def usable(self, method: str) -> bool:
         """Whether ``method`` fits at all (False once a probe or a step found it too costly)."""
         return self._rates.get(method, 0.0) < math.inf
-
-    def probe_stop(self, fired: list[bool], checks: int) -> Callable[[], bool]:
-        """As :meth:`stop`, and also once one check has used :data:`PROBE_SHARE` of the remaining time
-        divided by the ``checks`` a point needs (a method slower than that fits too few points)."""
-        cap, spent = PROBE_SHARE * self.remaining / max(1, checks), self.stop(fired)
-
-        def too_long() -> bool:
-            if spent():
-                return True
-            if self._elapsed() >= cap:
-                self.hit = True
-                fired.append(True)
-                return True
-            return False
-        return too_long
 
     def charge(self, cost: int) -> float:
         """A step ended: count its passes and the seconds since :meth:`start` (returned)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..budget import BudgetSpec, CertificateBudget
+from ..budget import PROBE_SHARE, BudgetSpec, CertificateBudget
 from ..device import certificate_precision
 from ..errors import BadInputError
 from ..threat import Norm
@@ -108,7 +108,7 @@ class AutoPlan(CertificatePlan):
             if take == 0:
                 break
             part = keep[done:done + take]
-            r, complete = self._radii(method, settings, x, stats, best, part)
+            r, complete = self._radii(method, settings, x, stats, best, part, cost)
             better = torch.zeros_like(best, dtype=torch.bool)
             better[part] = r > best[part]
             best = best.clone()
@@ -132,13 +132,12 @@ class AutoPlan(CertificatePlan):
             return self.budget.usable(method)
         idx = part.to(x.device)
         lower = best[part].to(x.device)
-        step = self.bounds.settings.eps_max / 2 ** self.bounds.settings.iterations
         eps = (torch.full_like(lower, settings.eps_max / 2) if method == "crown"
-               else (lower + torch.clamp(2 * lower + step, max=settings.eps_max)) / 2)
+               else (lower + self._alpha_upper(lower, settings)) / 2)
         fired: list[bool] = []
         self.budget.start()
         try:
-            with stop_when(self.budget.probe_stop(fired, checks)):
+            with stop_when(self.budget.stop(fired, cap=PROBE_SHARE * self.budget.remaining / checks)):
                 certified(self.bounds.network, x[idx], stats.prediction.to(x.device)[idx], eps, settings)
         except BoundsStopped:
             pass
@@ -146,10 +145,16 @@ class AutoPlan(CertificatePlan):
         self.budget.measured(method, seconds, 1, complete=not fired)
         return not fired
 
+    def _alpha_upper(self, lower: torch.Tensor, settings: Any) -> torch.Tensor:
+        """The top of α-CROWN's bracket above the best radius so far (one CROWN bisection step and a doubling)."""
+        assert self.bounds is not None
+        step = self.bounds.settings.eps_max / 2 ** self.bounds.settings.iterations
+        return torch.clamp(2 * lower + step, max=settings.eps_max)
+
     def _radii(self, method: str, settings: Any, x: torch.Tensor, stats: Any, best: torch.Tensor,
-               part: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """Radii of the points ``part`` (sound even when the budget stops the bisection early) and
-        whether the bisection completed."""
+               part: torch.Tensor, cost: int) -> tuple[torch.Tensor, bool]:
+        """Radii of the points ``part`` (sound even when the budget stops the bisection early; ``cost`` bound
+        passes) and whether the bisection completed."""
         from ..bounds import certified_radii
 
         assert self.bounds is not None and self.budget is not None
@@ -158,16 +163,13 @@ class AutoPlan(CertificatePlan):
         lower = best[part].to(x.device)
         upper, start_at = None, None  # CROWN bisects from scratch, as --certificate crown does
         if method == "alpha-crown":  # from the best radius so far, as --certificate alpha-crown does from CROWN's
-            start_at = lower
-            step = self.bounds.settings.eps_max / 2 ** self.bounds.settings.iterations
-            upper = torch.clamp(2 * lower + step, max=settings.eps_max)
+            start_at, upper = lower, self._alpha_upper(lower, settings)
         stopped: list[bool] = []
         self.budget.start()
         r = certified_radii(self.bounds.network, x[idx], pred, settings, lower=start_at, upper=upper,
                             stop=self.budget.stop(stopped))
-        checks = settings.iterations + 1
-        seconds = self.budget.charge(checks * (settings.alpha_steps if method == "alpha-crown" else 1))
-        self.budget.measured(method, seconds, int(part.numel()) * checks, complete=not stopped)
+        seconds = self.budget.charge(cost)
+        self.budget.measured(method, seconds, int(part.numel()) * (settings.iterations + 1), complete=not stopped)
         return r.to(best.device), not stopped
 
 

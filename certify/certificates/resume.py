@@ -64,9 +64,9 @@ def check_resumed_rows(old: Examples, new: Examples, timed: bool = False) -> Non
             raise BadInputError(f"resume: row {i} of the partial results has {name} {int(a[i])}, but this model "
                                 f"and data give {int(b[i])}; the partial is from another run or was edited",
                                 param="resume")
-    from .auto_plan import RADIUS_METHODS
+    from .auto_plan import method_code
 
-    bounds = [RADIUS_METHODS.index(m) for m in ("ibp", "crown", "alpha-crown")]
+    bounds = [method_code(m) for m in ("ibp", "crown", "alpha-crown")]
     budgeted = timed & (np.isin(old.radius_method[:n], bounds) | np.isin(new.radius_method[:n], bounds))
     for name in ("gap", "margin", "radius"):
         a, b = getattr(old, name)[:n], getattr(new, name)[:n]
