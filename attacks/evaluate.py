@@ -60,6 +60,7 @@ from certify.device import run_device
 from certify.distributed import World, current_world
 from certify.errors import BadInputError
 from certify.flags import Flag
+from certify.rowstore import Rows
 from certify.threat import Norm, parse_eps
 
 from .base import Attack, input_gradient
@@ -126,7 +127,7 @@ def evaluate(
                         batch_size, plan)
     flags += plan.assumption_flags() if plan is not None else []
     clean = _clean(model, data, plan, batch_size, dev, world)
-    x, y = data.batch(0, len(data), "cpu")
+    x, y = data.float_rows(), data.y  # the images are read when a chunk or a point needs them
     flags += gradient_flags(model.module, x, y, clean.correct, dev)
     rows = sum(len(eps_t) * (len(steps_t) if cls.scales_with_steps else 1) for _, cls in specs)
     run = Run(model.module, x, y, norm, eps_t, model.metadata.bounds, clean.correct,
@@ -241,7 +242,7 @@ def _plan(model: LoadedModel, data: Dataset, norm: Norm, certificate: str, assum
     return plan, ()
 
 
-def gradient_flags(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, correct: np.ndarray,
+def gradient_flags(module: torch.nn.Module, x: torch.Tensor | Rows, y: torch.Tensor, correct: np.ndarray,
                    device: torch.device, n: int = 64) -> list[Flag]:
     """``nan-gradients`` / ``zero-gradients`` from the input gradient of the CE loss on a few correct points."""
     idx = torch.from_numpy(np.flatnonzero(correct)[:n])

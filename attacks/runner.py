@@ -22,6 +22,7 @@ from certify.defaults import (
     DEFAULT_CHECK_STEPS,
 )
 from certify.distributed import SINGLE, World, gather
+from certify.rowstore import Rows
 from certify.threat import Norm
 
 from .apgd import APGD
@@ -47,10 +48,12 @@ class Ticker:
 
 @dataclass
 class Run:
-    """Mutable bookkeeping while the suite runs (never returned): the whole data, or one chunk of it."""
+    """Mutable bookkeeping while the suite runs (never returned): the whole data, or one chunk of it.
+    ``x``: the images as float32, a tensor or rows read when a chunk or a point is indexed
+    (:meth:`certify.dataset.Dataset.float_rows`)."""
 
     module: torch.nn.Module
-    x: torch.Tensor
+    x: torch.Tensor | Rows
     y: torch.Tensor
     norm: Norm
     eps: tuple[float, ...]

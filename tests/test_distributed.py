@@ -359,3 +359,37 @@ def test_malformed_torchrun_variables_are_one_line_of_bad_input(model, monkeypat
     assert res.exit_code == 2
     assert res.stderr == ("Error: RANK 3, WORLD_SIZE 2, LOCAL_RANK 0 do not describe a process of the run "
                           "(need 0 ≤ RANK < WORLD_SIZE); launch with torchrun\n")
+
+
+#: After the commands: how many image rows this rank read from the data file.
+ROWS_READ = """
+from certify.rowstore import rows_read
+print("rows_read", rows_read())
+"""
+
+
+def test_each_rank_reads_its_shard_of_the_data_file_not_the_whole_file(model, tmp_path):
+    """certify and attack of 1,000 points from a plain idx file on 2 processes: each rank reads about half of
+    the rows one process reads (its clean-pass batches, its attack chunk, and the 64 points of the
+    gradient check every rank makes), and the JSON is the one-process JSON."""
+    from certify.data import load_dataset
+
+    from .test_data import write_idx
+
+    demo = load_dataset("demo")
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", demo.x[:, 0].numpy(), gz=False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", demo.y.numpy(), gz=False)
+    data = ["--data", str(tmp_path), "--limit", "1000"]
+    certify = [*with_model(CERTIFY, model)[:-4], *data]
+    attack = [*with_model(ATTACK, model)[:-4], *data]
+    commands = [["-c", SEVERAL, json.dumps([[*certify, "--json", str(tmp_path / f"c{rank}.json"), "-q"],
+                                            [*attack, "--json", str(tmp_path / f"a{rank}.json"), "-q"]]), ROWS_READ]
+                for rank in range(2)]
+    runs = launch(commands)
+    assert [r[0] for r in runs] == [0, 0], [r[2] for r in runs]
+    reads = [int(r[1].split("rows_read")[1]) for r in runs]
+    one = 1000 + 1000 + 1000 + 64  # certify's pass, attack's clean pass and chunks, the gradient check
+    print("rows read per rank", reads, "of", one)
+    assert all(one / 2 - 64 <= n <= one / 2 + 128 for n in reads), reads
+    assert stable(json.loads((tmp_path / "a0.json").read_text())) == stable(one_process(attack))
+    assert stable(json.loads((tmp_path / "c0.json").read_text())) == stable(one_process(certify))

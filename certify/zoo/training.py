@@ -240,7 +240,7 @@ def train_epoch(state: TrainState, data: Dataset, device: torch.device | str = "
         lr, p = schedule(cfg, state.epoch, step / steps)
         _apply_schedule(state, lr, p)
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-        x = data.as_float(data.x[idx]).to(device)
+        x = data.as_float(data.take(idx)).to(device)
         y = data.y[idx].to(device)
         loss, logits = batch_loss(state, x, y)
         state.optimizer.zero_grad(set_to_none=True)
