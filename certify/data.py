@@ -127,6 +127,8 @@ def validate(ds: Dataset) -> None:
         raise BadInputError(
             f"dataset {ds.source!r}: {len(ds)} images but {ds.y.shape[0]} labels"
         )
+    if 0 in ds.input_shape:
+        raise BadInputError(f"dataset {ds.source!r}: images of shape {ds.input_shape} have no pixels")
     if ds.y.dim() != 1:
         raise BadInputError(f"dataset {ds.source!r}: expected 1-D integer labels, got shape {tuple(ds.y.shape)}")
     if int(ds.y.min()) < 0:

@@ -82,6 +82,13 @@ class Dataset:
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.y.device)
         return Dataset(self.take(idx), self.y[idx], self.source, self.split, self.class_names)
 
+    def in_memory(self) -> "Dataset":
+        """The same dataset with every image read into one tensor (for passes that visit every row in a
+        random order, like training); itself when it already is."""
+        if isinstance(self.rows, torch.Tensor):
+            return self
+        return Dataset(self.rows.tensor(), self.y, self.source, self.split, self.class_names)
+
     def head(self, limit: int) -> "Dataset":
         """The first ``limit`` examples (read on demand when the rows are)."""
         rows = self.rows[:limit] if isinstance(self.rows, torch.Tensor) else RowRange(self.rows, 0, limit)

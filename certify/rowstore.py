@@ -143,7 +143,7 @@ class ArrayRows(Rows):
     def read(self, start: int, stop: int) -> torch.Tensor:
         block = np.array(self.array[start:stop], dtype=self.array.dtype.newbyteorder("="))
         _count(block.shape[0])
-        return torch.from_numpy(block).reshape(-1, *self.shape[1:])
+        return torch.from_numpy(block).reshape(block.shape[0], *self.shape[1:])
 
 
 class StreamRows(Rows):
@@ -290,7 +290,8 @@ class ReshapedRows(Rows):
         self.shape = (len(base), *row_shape)
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        return self.base.read(start, stop).reshape(-1, *self.shape[1:])
+        block = self.base.read(start, stop)
+        return block.reshape(block.shape[0], *self.shape[1:])
 
 
 class TensorRows(Rows):

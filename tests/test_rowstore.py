@@ -234,3 +234,13 @@ def test_a_colour_image_folder_of_height_three_is_c_h_w(tmp_path):
     ds = load_dataset(tmp_path)
     assert ds.input_shape == (3, 3, 7)
     assert torch.equal(ds.x[0], torch.from_numpy(rgb).permute(2, 0, 1))
+
+
+@pytest.mark.parametrize("shape", [(0, 28, 28), (3, 0, 5), (3, 4, 0)])
+def test_empty_sets_and_images_without_pixels_are_bad_input(tmp_path, shape):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros(shape, np.uint8), gz=False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(shape[0], np.uint8), gz=False)
+    np.savez(tmp_path / "e.npz", x=np.zeros(shape, np.uint8), y=np.zeros(shape[0], np.uint8))
+    for source in (tmp_path, tmp_path / "e.npz"):
+        with pytest.raises(BadInputError, match="is empty|no pixels"):
+            load_dataset(source)

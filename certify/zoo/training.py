@@ -232,6 +232,7 @@ def train_epoch(state: TrainState, data: Dataset, device: torch.device | str = "
     """One pass over shuffled ``data``; returns (mean loss, train accuracy)."""
     cfg = state.config
     state.model.train()
+    data = data.in_memory()  # shuffled batches visit every row: read the file once, not once per batch
     n = len(data)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + state.epoch), device="cpu")
     steps = math.ceil(n / cfg.batch_size) if max_steps is None else min(max_steps, math.ceil(n / cfg.batch_size))

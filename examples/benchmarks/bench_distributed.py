@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-VOLATILE = {"created", "seconds", "argv", "world_size"}
+VOLATILE = {"created", "seconds", "argv", "world_size", "bound_passes"}  # bound passes count batches
 
 
 def stable(doc: Any) -> Any:
@@ -39,6 +39,25 @@ def stable(doc: Any) -> Any:
     if isinstance(doc, list):
         return [stable(v) for v in doc]
     return doc
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    """The JSON path of the first value that differs (None when equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{path}/{k} (missing on one side)"
+            hit = first_difference(a[k], b[k], f"{path}/{k}")
+            if hit:
+                return hit
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (u, v) in enumerate(zip(a, b)):
+            hit = first_difference(u, v, f"{path}[{i}]")
+            if hit:
+                return hit
+        return None
+    return None if a == b else f"{path}: {str(a)[:60]} vs {str(b)[:60]}"
 
 
 def free_port() -> int:
@@ -105,6 +124,8 @@ def main() -> None:
             print(f"| {name} | {wall1:.1f} s / {s1:.1f} s | {walln:.1f} s / {sn:.1f} s | "
                   f"{wall1 / walln:.2f}× / {s1 / sn:.2f}× | {'yes' if same else 'NO'} |",
                   flush=True)
+            if not same:
+                print(f"  first difference: {first_difference(stable(doc1), stable(docn))}", flush=True)
 
 
 if __name__ == "__main__":
