@@ -6,11 +6,13 @@ off.  The key is a sha256 of the layer's exact weight bytes, dtype and shape, ev
 the op (stride, padding, input shape, …), the method name and :data:`VERSION`, so a changed weight
 always misses.
 
-**What is cached is never trusted as a bound.**  An entry holds *hints*: the certified λ of the
-Fourier bound (the Cholesky certificate is re-run at that λ on every use, and a hint that does not
-certify falls back to the full computation) and the power-iteration estimate shown beside the
-bound.  A corrupted or forged entry can therefore only slow the analysis down or change the
-displayed estimate, never make a bound smaller.  Any unreadable, malformed or mismatched entry is a
+**What is cached is never trusted as a bound.**  An entry holds *hints*: the μ the Fourier bound was
+certified at (the Cholesky certificate is re-run at that μ on every use, and a hint that does not
+certify falls back to the full computation) and the power-iteration estimate the choice of
+certificates started from.  A re-check from an honest entry gives the first run's bound bit for bit
+(the bound depends on μ only, not on how μ was found), so results do not depend on the cache.  A
+corrupted or forged entry can only slow the analysis down, change the displayed estimate or which
+sound certificate is tried, never make a bound unsound.  Any unreadable, malformed or mismatched entry is a
 miss; write failures (read-only home, full disk) are ignored.
 """
 
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 
 #: Bumped whenever a cached method changes meaning.
-VERSION = 1
+VERSION = 2
 
 
 def cache_dir() -> Path | None:

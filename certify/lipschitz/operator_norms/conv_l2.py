@@ -55,11 +55,14 @@ def _cholesky_flops(spec: ConvSpec) -> float:
 
 
 class ConvL2:
-    """A convolution's guaranteed L2 bound, the power-iteration estimate of the layer's own norm,
-    and ``hint``: the certified λ of the Fourier bound (a starting point for a later re-check)."""
+    """A convolution's guaranteed L2 bound, the estimate of the layer's own norm (the power iteration's,
+    raised by the dense certificate's Ritz value when it ran), ``hint``: the μ of the Fourier bound, and
+    ``power``: the power-iteration value the choice of certificates was made from.  ``conv_l2(spec,
+    hint=hint, estimate=power)`` gives the same bound, method and estimate again (what the disk cache
+    replays)."""
 
-    def __init__(self, bound: float, estimate: float, hint: float, method: str):
-        self.bound, self.estimate, self.hint, self.method = bound, estimate, hint, method
+    def __init__(self, bound: float, estimate: float, hint: float, method: str, power: float):
+        self.bound, self.estimate, self.hint, self.method, self.power = bound, estimate, hint, method, power
 
 
 def conv_l2(spec: ConvSpec, hint: float | None = None, estimate: float | None = None) -> ConvL2:
@@ -74,6 +77,7 @@ def conv_l2(spec: ConvSpec, hint: float | None = None, estimate: float | None = 
     fb = conv_fourier_bound(spec, hint)
     if estimate is None:
         estimate = conv_power_estimate_from(spec, fb.start)
+    power = estimate
     bound, method = fb.bound, "fourier"
     k1, k2 = effective_kernel(spec)
     factor = math.ceil(k1 / spec.stride[0]) * math.ceil(k2 / spec.stride[1])
@@ -94,4 +98,4 @@ def conv_l2(spec: ConvSpec, hint: float | None = None, estimate: float | None = 
         cert = conv_cholesky_bound(spec, estimate)
         if cert is not None and cert < bound:
             bound, method = cert, "cholesky"
-    return ConvL2(bound, estimate, fb.mu, method)
+    return ConvL2(bound, estimate, fb.mu, method, power)

@@ -31,7 +31,8 @@ class FourierBound:
     """A guaranteed L2 bound of a strided, dilated, grouped convolution from its Fourier blocks.
 
     ``bound``: the bound; ``estimate``: the largest per-frequency power-iteration value (the
-    circulant norm's estimate, ≤ bound); ``mu``: the certified λ bound (a hint for re-checks);
+    circulant norm's estimate, ≤ bound); ``mu``: the μ every frequency was certified at (a hint for
+    re-checks: a re-check at it gives exactly this bound);
     ``start``: a real input (C×H×W, float64) close to the top singular vector, to warm-start the
     power iteration of the zero-padded operator.
     """
@@ -169,6 +170,19 @@ def _cholesky_certify(g: torch.Tensor, mu: float) -> tuple[torch.Tensor, float]:
     return ok, slack
 
 
+def _trace_slack(n: int, mu: float, trace_min: float, diag_min: float, diag_max: float) -> float:
+    """The rounding slack of a completed Cholesky factorisation of fl(μI − Ĝ), from μ and the diagonal of Ĝ
+    alone: λ_max(Ĝ) ≤ μ + γ·‖R‖_F² + 2u·max|μ − ĝᵢᵢ| with ‖R‖_F² = tr(RᴴR) ≤ tr(A)/(1 − γ) (the
+    trace of Demmel's |Δ| ≤ γ|Rᴴ||R| is γ‖R‖_F²), tr(A) ≤ (1 + u)(nμ − tr Ĝ) and tr Ĝ ≥ (its computed
+    sum)·(1 − γ).  ``trace_min``: the smallest computed tr Ĝ over the frequencies; ``diag_min``/``diag_max``:
+    the extreme ĝᵢᵢ.  Monotone in μ, so the slack at the final μ covers every certificate made at a
+    smaller one, and a re-check at a cached μ gives the same number as the run that found it."""
+    u = 2.0 ** -53
+    gamma = 8 * (n + 2) * u
+    trace_a = (1 + u) * max(0.0, n * mu - trace_min * (1 - gamma))
+    return gamma / (1 - gamma) * trace_a * (1 + 1e-6) + 2 * u * max(mu - diag_min, diag_max - mu, 0.0)
+
+
 def conv_fourier_bound(spec: ConvSpec, hint: float | None = None) -> FourierBound:
     """Guaranteed ‖conv‖₂ of a zero-padded, strided, dilated, grouped 2-D convolution.
 
@@ -208,11 +222,15 @@ def conv_fourier_bound(spec: ConvSpec, hint: float | None = None) -> FourierBoun
     est, best, fro2_max = 0.0, None, 0.0
     (_, _), (_, m2) = _grid(spec)
     per_row = (m2 // 2 + 1) * spec.groups
-    slack = 0.0
+    trace_min, diag_min, diag_max, side = math.inf, math.inf, -math.inf, 1
     for rows in _chunks(spec):
         b = conv_fourier_blocks(spec, rows)
         fro2_max = max(fro2_max, float(_sq_norm(b).max()))
         g = _gram(b)
+        diag = torch.real(torch.diagonal(g, dim1=-2, dim2=-1))
+        side = int(g.shape[-1])
+        trace_min = min(trace_min, float(diag.sum(-1).min()))
+        diag_min, diag_max = min(diag_min, float(diag.min())), max(diag_max, float(diag.max()))
         v = torch.randn(g.shape[:-1], generator=gen, dtype=torch.float64, device=dev).to(g.dtype)
 
         def improve(idx: torch.Tensor, steps: int) -> float:
@@ -234,24 +252,22 @@ def conv_fourier_bound(spec: ConvSpec, hint: float | None = None) -> FourierBoun
             top = top[lam[top].argsort(descending=True)[:FOURIER_TOP]]
             mu = max(mu, improve(top, FOURIER_LANCZOS_STEPS) * (1 + FOURIER_MARGIN))
         for _ in range(60):
-            ok, sl = _cholesky_certify(g if len(todo) == g.shape[0] else g[todo], mu)
-            if bool(ok.any()):
-                slack = max(slack, sl)  # μ only grows: earlier certificates stay valid
-            if bool(ok.all()):
+            ok, _ = _cholesky_certify(g if len(todo) == g.shape[0] else g[todo], mu)
+            if bool(ok.all()):  # μ only grows: earlier certificates stay valid
                 break
             todo = todo[~ok]
             mu = max(mu * (1 + FOURIER_MARGIN),
                      improve(todo, FOURIER_LANCZOS_STEPS) * (1 + FOURIER_MARGIN))
         else:  # pragma: no cover - Cholesky never succeeded: ‖G‖_F bounds λ_max
             mu = max(mu, float(_sq_norm(g).max()) ** 0.5 * (1 + 1e-6))
-    lam_bound = mu + slack
+    lam_bound = mu + _trace_slack(side, mu, trace_min, diag_min, diag_max)
     nmax = max(o // spec.groups, s * ig, 1)
     gamma = 8 * (nmax + 2) * u
     lam_bound = (lam_bound + gamma * fro2_max) * (1 + 8 * u)
     sigma = math.sqrt(lam_bound) * (1 + 4 * u) + math.sqrt(s) * _dft_error(spec)  # B̂ holds s aliases
     bound = sigma / math.sqrt(s) * (1 + ROUNDING_SLACK)
     start = _plane_wave(spec, best) if best is not None else None
-    return FourierBound(bound, math.sqrt(max(est, 0.0) / s), lam_bound, start)
+    return FourierBound(bound, math.sqrt(max(est, 0.0) / s), mu, start)
 
 
 def _plane_wave(spec: ConvSpec, best) -> torch.Tensor:  # type: ignore[no-untyped-def]

@@ -162,10 +162,11 @@ def conv(a: Analyser, b: Bound) -> Var:
                   "groups": spec.groups, "in_shape": list(spec.in_shape)}
         key = cache.tensor_key("conv-l2-fourier", weight, params)
         hit = cache.load(key, ("hint", "estimate"))
-        # a hit only seeds the certificate and the displayed estimate: the bound is re-proven
+        # a hit only seeds the certificate and the estimate the choice of methods starts from: the bound is
+        # re-proven, and equals the first run's (the same μ, the same choices)
         res = on.conv_l2(spec, hint=hit["hint"] if hit else None, estimate=hit["estimate"] if hit else None)
         if hit is None:
-            cache.store(key, {"hint": res.hint, "estimate": res.estimate})
+            cache.store(key, {"hint": res.hint, "estimate": res.power})
         bound = res.bound
         a.record(b.node, bound, res.estimate, res.method, reused=hit is not None)
     lip, err = v.lip * bound, v.err * bound
