@@ -92,6 +92,7 @@ def evaluate(
     resume: AttackResume | None = None,
     plan: CertificatePlan | NoCertificate | None = None,
     world: World | None = None,
+    certificate_budget: str | None = None,
 ) -> AttackReport:
     """Attack every example of ``data`` with a suite; see the module docs for the semantics.
 
@@ -103,7 +104,9 @@ def evaluate(
     ``min_distance=True`` adds DDN (L2) or FMN (ℓ∞) when the suite has no minimum-norm attack, so
     every point gets a distance.  ``plan``: the certificate plan a caller already made for this model,
     norm and certificate (or :class:`~certify.certificates.NoCertificate` when planning was refused),
-    so it is not planned twice.
+    so it is not planned twice.  ``certificate_budget`` (with ``certificate="auto"``): certify-first
+    also runs bound propagation within it, as ``certify`` does (None: the Lipschitz certificate
+    alone); the points it certifies are not attacked.
 
     Points are attacked in chunks of :data:`~certify.defaults.ATTACK_CHUNK` (each with a seed from
     ``seed`` and its start), so results do not depend on interruptions.  A ``KeyboardInterrupt``
@@ -124,7 +127,7 @@ def evaluate(
     num_classes, flags = model_num_classes(model, data, dev)
     check_against_model(data, model.metadata.input_shape, model.metadata.bounds, num_classes)
     plan, notes = _plan(model, data, norm, certificate, assume_lipschitz, certify_first, check_certificates,
-                        batch_size, plan)
+                        batch_size, plan, certificate_budget)
     flags += plan.assumption_flags() if plan is not None else []
     clean = _clean(model, data, plan, batch_size, dev, world)
     x, y = data.float_rows(), data.y  # the images are read when a chunk or a point needs them
@@ -136,7 +139,8 @@ def evaluate(
     settings = attack_settings(model, data, norm=norm, eps=eps_t, attacks=[k for k, _ in specs], steps=steps_t,
                                restarts=restarts, certify_first=certify_first, cascade=cascade,
                                certificate=certificate, assume_lipschitz=assume_lipschitz,
-                               check_certificates=check_certificates, seed=seed)
+                               check_certificates=check_certificates, seed=seed,
+                               certificate_budget=certificate_budget)
     if resume is not None:
         take_resume(run, resume, settings)
     lo, hi = world.shard(len(y), start=run.completed)
@@ -172,14 +176,17 @@ def _clean(model: LoadedModel, data: Dataset, plan: CertificatePlan | None, batc
 
 def attack_settings(model: LoadedModel, data: Dataset, *, norm: Norm, eps: Sequence[float], attacks: Sequence[str],
                     steps: Sequence[int], restarts: int, certify_first: bool, cascade: bool, certificate: str,
-                    assume_lipschitz: bool, check_certificates: int, seed: int) -> dict[str, Any]:
-    """Everything a resumed attack run must share with the partial one."""
+                    assume_lipschitz: bool, check_certificates: int, seed: int,
+                    certificate_budget: str | None = None) -> dict[str, Any]:
+    """Everything a resumed attack run must share with the partial one (the certificate budget only when
+    certify-first ``auto`` spends one, so partials written without it still resume)."""
     return {"command": "attack", "model_sha256": model.sha256, "data_source": data.source,
             "data_split": data.split, "data_total": len(data), "norm": norm, "eps": [float(e) for e in eps],
             "attacks": list(attacks), "steps": list(steps), "restarts": restarts,
             "mode": "cascade" if cascade else "independent", "certify_first": bool(certify_first),
             "certificate": certificate, "assume_lipschitz": bool(assume_lipschitz),
-            "check_certificates": check_certificates, "seed": seed}
+            "check_certificates": check_certificates, "seed": seed,
+            **({"certificate_budget": certificate_budget} if certificate_budget is not None else {})}
 
 
 def _check_args(steps: Sequence[int], restarts: int, check: int, batch_size: int) -> tuple[int, ...]:
@@ -221,7 +228,7 @@ def _resolve_attacks(names: Sequence[str] | None, norm: Norm, min_distance: bool
 
 
 def _plan(model: LoadedModel, data: Dataset, norm: Norm, certificate: str, assume: bool, certify_first: bool,
-          check: int, batch_size: int, given: CertificatePlan | NoCertificate | None
+          check: int, batch_size: int, given: CertificatePlan | NoCertificate | None, budget: str | None
           ) -> tuple[CertificatePlan | None, tuple[str, ...]]:
     if not certify_first and not check:
         return None, ("certify-first disabled: every correctly classified point was attacked",)
@@ -233,7 +240,7 @@ def _plan(model: LoadedModel, data: Dataset, norm: Norm, certificate: str, assum
             raise given.error()
         plan = plan_certificate(model, norm=norm, certificate=certificate, assume_lipschitz=assume,
                                 input_dim=int(np.prod(data.input_shape)), input_shape=tuple(data.input_shape),
-                                batch_sizes=batch_sizes_for(len(data), batch_size))
+                                batch_sizes=batch_sizes_for(len(data), batch_size), certificate_budget=budget)
     except BadInputError as err:
         if check:
             raise BadInputError(f"check_certificates needs a certificate, but none could be planned: {err}",

@@ -70,6 +70,8 @@ class AttackExamples:
     min_adv_distance: np.ndarray  #: 0 for clean errors, inf when no adversarial was found
     min_adv_attack: np.ndarray  #: object array of attack names ("clean", or "" when none)
     robust: np.ndarray = field(repr=False)  #: bool, points × eps: worst-case robust
+    #: which method gave each radius (:data:`certify.certificates.auto_plan.RADIUS_METHODS` codes, −1: none)
+    radius_method: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -173,7 +175,7 @@ def build_report(model: LoadedModel, data: Dataset, run: Any, clean: Any,
     flags = flags + _still_falling(scaling, n)
     c = {k: getattr(clean, k)[:n] for k in ("label", "prediction", "gap", "margin", "radius")}
     examples = AttackExamples(np.arange(n), c["label"], c["prediction"], c["gap"], c["margin"], c["radius"],
-                              run.min_dist[:n], run.min_attack[:n], robust)
+                              run.min_dist[:n], run.min_attack[:n], robust, clean.radius_method[:n])
     return AttackReport(
         lipcert_version=__version__, model=model.info, data={"source": data.source, "split": data.split, "n": n},
         norm=run.norm, eps=run.eps, attacks=tuple(k for k, _ in specs), steps=steps, restarts=restarts,

@@ -114,16 +114,16 @@ def examples_json(ex: Examples) -> dict[str, list[Any]]:
     return out
 
 
-def methods_json(report: CertifyReport) -> dict[str, Any]:
-    """Which method certified how many points (by their largest radius), per ε and overall, and the budget."""
+def methods_json(ex: Any, plan: Any, eps: Sequence[float]) -> dict[str, Any]:
+    """Which method certified how many points (by their largest radius) per ε, the methods and the budget.
+    ``ex``: per-example rows with ``label``, ``prediction``, ``radius`` and ``radius_method``."""
     from .certificates.auto_plan import method_names
 
-    ex, plan = report.examples, report.plan
     names = np.array(method_names(ex.radius_method), dtype=object)
     rows = []
-    for r in report.results:
-        got = names[ex.certified(r.eps)]
-        rows += [{"eps": r.eps, "method": m, "certified_count": int((got == m).sum())}
+    for e in eps:
+        got = names[(ex.label == ex.prediction) & (ex.radius > e)]  # strict: radius > ε (NaN → not)
+        rows += [{"eps": e, "method": m, "certified_count": int((got == m).sum())}
                  for m in sorted(set(got.tolist()))]
     out: dict[str, Any] = {"certified_by": rows,
                            "certificate_methods": list(getattr(plan, "methods", (plan.certificate,)))}
@@ -154,7 +154,7 @@ def certify_json(report: CertifyReport, argv: Sequence[str] | None = None, *, pe
         "mean_gap": report.mean_gap,
         "median_radius": report.median_radius,
         "results": [jsonable(r) for r in report.results],
-        **methods_json(report),
+        **methods_json(report.examples, report.plan, [r.eps for r in report.results]),
         "flags": flags_json(report.flags),
         "partial": report.partial,
         "seed": report.seed,
@@ -193,6 +193,7 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
         "certified_skipped": {f"{e:g}": c for e, c in report.certified_skipped.items()},
         "status": _status_rows(report),
         "certificates_checked": report.certificates_checked,
+        **(methods_json(report.examples, plan, report.eps) if plan is not None else {}),
         "violations": [jsonable(v) for v in report.violations],
         "iteration_scaling": [{k: v for k, v in _attack_row(r).items() if k != "seconds"}
                               for r in report.iteration_scaling],
@@ -206,11 +207,18 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
     if per_example:
         ex = report.examples
         out["per_example"] = {name: jsonable(getattr(ex, name)) for name in ATTACK_EXAMPLE_COLUMNS}
+        out["per_example"]["radius_method"] = _method_names(ex)
         out["per_example"]["robust"] = jsonable(ex.robust)  # points × eps: worst-case robust (for resuming)
         # points × eps: certified, broken or open
         out["per_example"]["status"] = np.stack([ex.status(i, e) for i, e in enumerate(report.eps)], axis=1
                                                 ).tolist() if len(ex) else []
     return jsonable(out)
+
+
+def _method_names(ex: Any) -> list[str | None]:
+    from .certificates.auto_plan import method_names
+
+    return method_names(ex.radius_method) if ex.radius_method is not None else [None] * len(ex)
 
 
 def _status_rows(report: Any) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ def test_json_to_stdout(model_path, tmp_path):
                                                                                ("fgsm", 0.1, None)}
     assert [r["steps"] for r in out["iteration_scaling"] if r["attack"] == "pgd" and r["eps"] == 0.1] == [5, 20]
     assert set(out["per_example"]) == {"index", "label", "prediction", "gap", "margin", "radius",
-                                       "min_adv_distance", "min_adv_attack", "robust", "status"}
+                                       "min_adv_distance", "min_adv_attack", "radius_method", "robust", "status"}
     assert csv.read_text().splitlines()[0] == "index,label,prediction,gap,margin,radius,min_adv_distance,min_adv_attack"
     assert "Iteration scaling" in result.stderr  # tables go to stderr when stdout carries JSON
 

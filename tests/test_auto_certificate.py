@@ -35,8 +35,9 @@ def _mlp(seed: int = 0) -> nn.Module:
 def _data(module: nn.Module, n: int = 20, seed: int = 1) -> Dataset:
     x = torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        y = module(x).argmax(1)
-    y[:2] = (y[:2] + 1) % 4  # two wrong points: never certified by any method
+        logits = module(x)
+    y = logits.argmax(1)
+    y[:2] = (y[:2] + 1) % logits.shape[1]  # two wrong points: never certified by any method
     return Dataset(x, y, "random", "test")
 
 
@@ -101,6 +102,7 @@ def test_lipschitz_models_get_both_certificates() -> None:
 
 
 def test_a_model_bounds_cannot_handle_keeps_its_lipschitz_certificate() -> None:
+    torch.manual_seed(0)
     module = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
     model, data = loaded(module, SHAPE), _data(module)
     rep = certify(model, data, norm="linf", eps=[0.01], certificate_budget="unlimited")
@@ -223,3 +225,54 @@ def test_resume_under_a_time_budget_accepts_radii_another_machine_speed_gave(mon
     with pytest.raises(Bad, match="radius"):
         certify(model, data, norm="linf", eps=[0.01], certificate_budget="30s", batch_size=8,
                 resume=resume_examples(doc, model, data, "linf"))
+
+
+# --------------------------------------------------------------------------- attack: certify-first with a budget
+
+
+def _attack(tmp_path, *extra: str) -> dict:  # type: ignore[type-arg]
+    model = tmp_path / "m.pt2"
+    if not model.exists():
+        saved(_mlp(), SHAPE, model)
+    data = tmp_path / "d.npz"
+    if not data.exists():
+        module = _mlp()
+        x = torch.rand(40, *SHAPE, generator=torch.Generator().manual_seed(5))
+        with torch.no_grad():
+            y = module(x).argmax(1)
+        np.savez(data, x=x.numpy(), y=y.numpy())
+    res = CliRunner().invoke(main, ["attack", str(model), "--data", str(data), "--norm", "linf", "--eps", "0.01,0.03",
+                                    "--attacks", "pgd", "--steps", "20", "--json", "-", "-q", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def test_attack_certify_first_spends_a_budget_on_bound_propagation_and_never_attacks_what_it_certifies(tmp_path):
+    """Lipschitz-only by default (budget 0); with a budget CROWN certifies more points, they are not
+    attacked, each carries its method, and strong attacks at 0.999·radius break none of them."""
+    lip = _attack(tmp_path)
+    auto = _attack(tmp_path, "--certificate-budget", "unlimited", "--check-certificates", "40")
+    assert "certificate_budget" not in lip["settings"] and auto["settings"]["certificate_budget"] == "unlimited"
+    r_lip, r_auto = np.array(lip["per_example"]["radius"]), np.array(auto["per_example"]["radius"])
+    assert (r_auto >= r_lip).all() and (r_auto > r_lip).any()
+    methods = auto["per_example"]["radius_method"]
+    assert {"crown"} <= set(methods) <= {"pairwise", "crown", "alpha-crown", None}
+    assert set(lip["per_example"]["radius_method"]) <= {"pairwise", None}
+    for doc in (lip, auto):
+        status = np.array(doc["per_example"]["status"])
+        radius = np.array(doc["per_example"]["radius"])
+        for j, e in enumerate(doc["eps"]):
+            assert ((status[:, j] == "certified") == (radius > e)).all()  # every point is correct here
+            by = sum(r["certified_count"] for r in doc["certified_by"] if r["eps"] == e)
+            assert by == int((status[:, j] == "certified").sum()) == doc["certified_skipped"][f"{e:g}"]
+    assert sum(s["certified"] for s in auto["status"]) > sum(s["certified"] for s in lip["status"])
+    assert auto["certificates_checked"] == 40 and auto["violations"] == []
+    assert auto["certificate_budget"]["hit"] is False
+
+
+def test_attack_refuses_a_bad_certificate_budget_in_one_line(tmp_path):
+    saved(_mlp(), SHAPE, tmp_path / "m.pt2")
+    res = CliRunner().invoke(main, ["attack", str(tmp_path / "m.pt2"), "--data", "demo", "--norm", "linf", "--eps",
+                                    "0.01", "--certificate-budget", "soon"])
+    assert res.exit_code == 2 and res.stderr.strip().splitlines()[-1].startswith("Error:")
+    assert "--certificate-budget" in res.stderr and "Traceback" not in res.stderr

@@ -52,8 +52,8 @@ LAYOUT = {
         "": (
             "lipcert_version schema_version command argv created world_size model data norm eps attacks steps restarts "
             "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped status "
-            "certificates_checked violations iteration_scaling flags notes partial seed seconds settings "
-            "per_example"
+            "certificates_checked certified_by certificate_methods violations iteration_scaling flags notes partial "
+            "seed seconds settings per_example"
         ),
         "model": "path sha256 format",
         "data": "source split n",
@@ -64,8 +64,10 @@ LAYOUT = {
             "command model_sha256 data_source data_split data_total norm eps attacks steps restarts mode "
             "certify_first certificate assume_lipschitz check_certificates seed"
         ),
-        "per_example": "index label prediction gap margin radius min_adv_distance min_adv_attack robust status",
+        "per_example": ("index label prediction gap margin radius min_adv_distance min_adv_attack radius_method "
+                        "robust status"),
         "status[]": "eps certified broken open certified_share broken_share open_share",
+        "certified_by[]": "eps method certified_count",
     },
     "analyze": {
         "": (
@@ -91,8 +93,8 @@ LAYOUT = {
         "attack": (
             "lipcert_version schema_version command argv created world_size model data norm eps attacks steps restarts "
             "certificate lipschitz_basis clean_accuracy results worst_case certified_skipped status "
-            "certificates_checked violations iteration_scaling flags notes partial seed seconds settings "
-            "per_example"
+            "certificates_checked certified_by certificate_methods violations iteration_scaling flags notes partial "
+            "seed seconds settings per_example"
         ),
         "attack.model": "path sha256 format",
         "attack.data": "source split n",
@@ -102,8 +104,10 @@ LAYOUT = {
             "command model_sha256 data_source data_split data_total norm eps attacks steps restarts mode "
             "certify_first certificate assume_lipschitz check_certificates seed"
         ),
-        "attack.per_example": "index label prediction gap margin radius min_adv_distance min_adv_attack robust status",
+        "attack.per_example": ("index label prediction gap margin radius min_adv_distance min_adv_attack radius_method "
+                               "robust status"),
         "attack.status[]": "eps certified broken open certified_share broken_share open_share",
+        "attack.certified_by[]": "eps method certified_count",
         "lipschitz": (
             "lipcert_version schema_version command argv created world_size model norm verified unverifiable_ops "
             "graph_source global_bound per_logit_bounds pair_bounds layers empirical"

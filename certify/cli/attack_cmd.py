@@ -16,6 +16,7 @@ from ..defaults import (
 )
 from .app import fail, main
 from .options import (
+    budget_option,
     data_options,
     int_list,
     load_data_from_options,
@@ -57,6 +58,10 @@ from .output import (
               help="Run every attack on every uncertified point (rows = each attack alone) instead of cascading.")
 @click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES + BOUND_CERTIFICATES),
               default=DEFAULT_CERTIFICATE, show_default=True, help="Certificate for certify-first (ibp, crown, alpha-crown: bound propagation).")
+@click.option("--certificate-budget", default="0", show_default=True,
+              callback=lambda ctx, param, value: budget_option(value),
+              help="With --certificate auto: bound propagation certify-first may also spend, as in certify: seconds "
+                   "(30s) or bound passes (200); 0 keeps certify-first Lipschitz-only.")
 @click.option("--assume-lipschitz", is_flag=True, help="Use a Lipschitz property lipcert could not verify.")
 @data_options
 @run_options
@@ -67,7 +72,8 @@ from .output import (
 def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
            eps: tuple[str, ...], attack_names: tuple[str, ...], steps_text: tuple[str, ...], restarts: int,
            check_certificates: int,
-           no_certify_first: bool, independent: bool, certificate: str, assume_lipschitz: bool, data_source: str | None,
+           no_certify_first: bool, independent: bool, certificate: str, certificate_budget: str, assume_lipschitz: bool,
+           data_source: str | None,
            data_root: str | None, split: str, limit: int | None, batch_size: int, device: str, seed: int,
            json_path: str | None, quiet: bool, per_example_path: str | None, resume_path: str | None) -> None:
     """Attack suites, certify-first: lipcert attack model.pt2 --norm l2 --eps 1.5 --attacks pgd,cw
@@ -110,6 +116,7 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
             report = evaluate(loaded, data, norm=norm, eps=eps_values, attacks=names, steps=steps,
                               restarts=restarts, certify_first=not no_certify_first, cascade=not independent,
                               certificate=certificate,
+                              certificate_budget=None if certificate_budget == "0" else certificate_budget,
                               assume_lipschitz=assume_lipschitz, check_certificates=check_certificates,
                               batch_size=batch_size, device=dev, seed=seed, progress=progress, resume=resume)
     except CertificateViolation as err:

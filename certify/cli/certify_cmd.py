@@ -14,6 +14,7 @@ from ..defaults import (
 )
 from .app import fail, main
 from .options import (
+    budget_option,
     check_lipschitz_constant,
     data_options,
     load_data_from_options,
@@ -35,17 +36,6 @@ from .output import (
 )
 
 # --------------------------------------------------------------------------- certify
-
-
-def budget_option(value: str) -> str:
-    """``--certificate-budget``, parsed once here (a bad value: one ``Error:`` line, exit 2)."""
-    from ..budget import parse_budget
-    from ..errors import BadInputError
-
-    try:
-        return parse_budget(value).text
-    except BadInputError as err:
-        raise click.BadParameter(str(err), param_hint="'--certificate-budget'") from None
 
 
 @main.command()

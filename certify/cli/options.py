@@ -207,3 +207,14 @@ def run_device_for(device: str) -> Any:
         atexit.unregister(close_world)
         atexit.register(close_world)
     return dev
+
+
+def budget_option(value: str) -> str:
+    """``--certificate-budget``, parsed once here (a bad value: one ``Error:`` line, exit 2)."""
+    from ..budget import parse_budget
+    from ..errors import BadInputError
+
+    try:
+        return parse_budget(value).text
+    except BadInputError as err:
+        raise click.BadParameter(str(err), param_hint="'--certificate-budget'") from None
