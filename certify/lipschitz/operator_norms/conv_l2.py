@@ -1,4 +1,6 @@
-"""A convolution's guaranteed L2 bound: the smallest of the Fourier bound (:mod:`.fourier`, always),
+"""A convolution's guaranteed L2 bound: the smallest of the Fourier bound (:mod:`.fourier`, always; on
+small output windows also its window bound, which sees that the window cannot concentrate on the peak
+frequency),
 [L2NNN]'s kernel bound (when it can win) and, on small inputs where the Fourier bound is more than
 0.5% above the estimate (zero padding below circular padding), an exact certificate: the dense
 Cholesky certificate (:mod:`.conv_exact`, side³/3 ≤ ``$LIPCERT_CONV_EXACT_FLOPS`` or
@@ -78,7 +80,7 @@ def conv_l2(spec: ConvSpec, hint: float | None = None, estimate: float | None = 
     if estimate is None:
         estimate = conv_power_estimate_from(spec, fb.start)
     power = estimate
-    bound, method = fb.bound, "fourier"
+    bound, method = (fb.bound, "fourier") if fb.bound <= fb.toeplitz else (fb.toeplitz, "fourier-window")
     k1, k2 = effective_kernel(spec)
     factor = math.ceil(k1 / spec.stride[0]) * math.ceil(k2 / spec.stride[1])
     rows = float(spec.weight.flatten(1).norm(dim=1).max()) if spec.weight.numel() else 0.0

@@ -25,6 +25,11 @@ FOURIER_SCREEN_STEPS = 8
 #: Frequencies near the top that then get FOURIER_LANCZOS_STEPS Lanczos steps.
 FOURIER_TOP = 4
 FOURIER_LANCZOS_STEPS = 32
+#: Output windows up to this many pixels also get the window bound (:func:`_toeplitz_bound`); on larger
+#: ones the circular bound is already within a fraction of a percent.
+TOEPLITZ_MAX_PIXELS = 256
+#: Relative margins of the per-frequency certificates above their power-iteration values, tried in turn.
+TOEPLITZ_MARGINS = (1e-3, 1e-2, 5e-2)
 
 
 class FourierBound:
@@ -37,8 +42,11 @@ class FourierBound:
     power iteration of the zero-padded operator.
     """
 
-    def __init__(self, bound: float, estimate: float, mu: float, start: torch.Tensor | None):
+    def __init__(self, bound: float, estimate: float, mu: float, start: torch.Tensor | None,
+                 toeplitz: float = math.inf):
         self.bound, self.estimate, self.mu, self.start = bound, estimate, mu, start
+        #: the window bound (:func:`_toeplitz_bound`; inf when it does not apply), also ≥ the layer's norm
+        self.toeplitz = toeplitz
 
 
 def _grid(spec: ConvSpec) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -223,6 +231,8 @@ def conv_fourier_bound(spec: ConvSpec, hint: float | None = None) -> FourierBoun
     (_, _), (_, m2) = _grid(spec)
     per_row = (m2 // 2 + 1) * spec.groups
     trace_min, diag_min, diag_max, side = math.inf, math.inf, -math.inf, 1
+    window = _window(spec)
+    per_freq: list[torch.Tensor] = []  # per chunk: certified λ bound of each (frequency, group), NaN: not yet
     for rows in _chunks(spec):
         b = conv_fourier_blocks(spec, rows)
         fro2_max = max(fro2_max, float(_sq_norm(b).max()))
@@ -245,9 +255,12 @@ def conv_fourier_bound(spec: ConvSpec, hint: float | None = None) -> FourierBoun
             return float(lam.max())
 
         todo = torch.arange(g.shape[0], device=dev)
+        if hint is None or window is not None:
+            lam, v[:] = _rayleigh(g, FOURIER_SCREEN_STEPS, v)  # a few power steps everywhere
+        if window is not None:  # Lanczos on every frequency: each certificate sits just above its own λ_max
+            per_freq.append(_certify_each(g, _lanczos(g, FOURIER_LANCZOS_STEPS, v)[0]))
         if hint is None:
-            # a few power steps everywhere, then Lanczos on the frequencies near the top
-            lam, v[:] = _rayleigh(g, FOURIER_SCREEN_STEPS, v)
+            # then Lanczos on the frequencies near the top
             top = torch.nonzero(lam >= 0.9 * lam.max()).flatten()
             top = top[lam[top].argsort(descending=True)[:FOURIER_TOP]]
             mu = max(mu, improve(top, FOURIER_LANCZOS_STEPS) * (1 + FOURIER_MARGIN))
@@ -267,7 +280,104 @@ def conv_fourier_bound(spec: ConvSpec, hint: float | None = None) -> FourierBoun
     sigma = math.sqrt(lam_bound) * (1 + 4 * u) + math.sqrt(s) * _dft_error(spec)  # B̂ holds s aliases
     bound = sigma / math.sqrt(s) * (1 + ROUNDING_SLACK)
     start = _plane_wave(spec, best) if best is not None else None
-    return FourierBound(bound, math.sqrt(max(est, 0.0) / s), mu, start)
+    toeplitz = math.inf
+    if window is not None:
+        # every per-frequency certificate made at μ_m ≤ μ: one slack covers them all (see _toeplitz_bound)
+        gamma_c = 8 * (side + 2) * u
+        slack = gamma_c / (1 - gamma_c) * (1 + u) * side * mu * (1 + 1e-6) + 2 * u * max(mu, diag_max)
+        lam_m = torch.cat(per_freq)
+        lam_m = torch.where(torch.isnan(lam_m), torch.full_like(lam_m, mu), lam_m.clamp_max(mu))
+        sig_m = ((lam_m + slack + gamma * fro2_max) * (1 + 8 * u)).sqrt() * (1 + 4 * u) + math.sqrt(s) * _dft_error(spec)
+        toeplitz = _toeplitz_bound(spec, window, sig_m.square() * (1 + 4 * u) / s)
+    return FourierBound(bound, math.sqrt(max(est, 0.0) / s), mu, start, toeplitz)
+
+
+def _certify_each(g: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """A certified bound on λ_max of each G(ω) (before rounding slack) at its own μ_m = its power-iteration
+    value × (1 + margin); NaN where no margin certified (the global μ then stands for it)."""
+    out = torch.full_like(lam, float("nan"))
+    todo = torch.arange(g.shape[0], device=g.device)
+    for margin in TOEPLITZ_MARGINS:
+        mu_m = lam[todo].clamp_min(0) * (1 + margin) + 1e-300
+        a = -g[todo]
+        a.diagonal(dim1=-2, dim2=-1).add_(mu_m.to(a.dtype).unsqueeze(-1))
+        ok = torch.linalg.cholesky_ex(a)[1] == 0
+        out[todo[ok]] = mu_m[ok]
+        todo = todo[~ok]
+        if not todo.numel():
+            break
+    return out
+
+
+def _window(spec: ConvSpec) -> tuple[int, int, int, int] | None:
+    """(output rows, output columns, r₁, r₂) when the window bound applies: a small output window, and a
+    reduced grid M ≥ window + r per axis (r = ⌊(K_eff − 1)/s⌋, the reach of the kernel in strides), so
+    the window's Toeplitz matrix is a compression of the reduced circulant without wrap-around."""
+    _, h, w = spec.in_shape
+    k1, k2 = effective_kernel(spec)
+    (s1, s2), (p1, p2) = spec.stride, spec.padding
+    o1, o2 = (h + 2 * p1 - k1) // s1 + 1, (w + 2 * p2 - k2) // s2 + 1
+    (_, _), (m1, m2) = _grid(spec)
+    r1, r2 = (k1 - 1) // s1, (k2 - 1) // s2
+    if o1 < 1 or o2 < 1 or o1 * o2 > TOEPLITZ_MAX_PIXELS or m1 < o1 + r1 or m2 < o2 + r2:
+        return None
+    return o1, o2, r1, r2
+
+
+def _toeplitz_bound(spec: ConvSpec, window: tuple[int, int, int, int], lam: torch.Tensor) -> float:
+    """‖layer‖ from the per-frequency bounds ``lam`` (≥ σ₁(B(ω'))²/(s₁s₂), one per reduced frequency of the
+    half grid and group, in :func:`conv_fourier_blocks`' order) and the layer's output window.
+
+    Proof (exact arithmetic).  Let V be the convolution of the padded input where the padding ring is
+    free (A = V·E, E the isometric embedding that puts zeros there, so ‖A‖ ≤ ‖V‖).  Every output of V
+    sees its whole window, so VVᵀ is block Toeplitz on the o₁×o₂ output window, with blocks
+    R_d = Σ_t W_t W_{t+s·d}ᵀ that vanish beyond the kernel's reach r; with M ≥ o + r it is the
+    compression to the window of the circulant on the reduced M-grid whose symbol at ω' is
+    F(ω') = B(ω')B(ω')ᴴ/(s₁s₂) (the same blocks as the circular bound).  F(ω') ⪯ λ(ω')·I with
+    λ(ω') ≥ λ_max(F(ω')) (over the groups too: they are block diagonal), so for y on the window with
+    per-channel DFTs ŷ_c on the M-grid, yᵀVVᵀy = Σ_ω' ŷ(ω')ᴴF(ω')ŷ(ω')/(M₁M₂) ≤ Σ_c y_cᵀ T y_c,
+    T = the o₁o₂ × o₁o₂ scalar Toeplitz matrix T[i, j] = Σ_ω' λ(ω') cos(2π⟨ω', i − j⟩/M)/(M₁M₂).
+    Hence ‖A‖² ≤ λ_max(T) ≤ max λ: never above the circular bound, and below it when the window is
+    small (the window cannot concentrate on the peak frequency).
+
+    Floating point.  ``lam`` already holds each certificate's rounding and the DFT error; T is summed
+    in float64 from cosines with error ≤ 8u each, so each entry errs by ≤ γ·max λ (γ = 8(M₁M₂ + 8)u),
+    ‖T̂ − T‖₂ ≤ o₁o₂·γ·max λ; λ_max(T̂) is certified by a Cholesky factorisation of μI − T̂
+    (:func:`_cholesky_certify`).
+    """
+    o1, o2, _, _ = window
+    (_, _), (m1, m2) = _grid(spec)
+    dev = lam.device
+    half = m2 // 2 + 1
+    grid_half = lam.view(m1, half, spec.groups).amax(dim=2)  # the largest over the groups
+    full = torch.empty((m1, m2), dtype=torch.float64, device=dev)
+    full[:, :half] = grid_half
+    cols = torch.arange(half, m2, device=dev)
+    rows = torch.arange(m1, device=dev)
+    full[:, half:] = grid_half[(-rows) % m1][:, (-cols) % m2]  # λ(−ω') = λ(ω'): real weights
+    d1 = torch.arange(-(o1 - 1), o1, device=dev, dtype=torch.float64)
+    d2 = torch.arange(-(o2 - 1), o2, device=dev, dtype=torch.float64)
+    c1 = torch.cos(2 * math.pi * torch.outer(d1, torch.arange(m1, device=dev, dtype=torch.float64)) / m1)
+    c2 = torch.cos(2 * math.pi * torch.outer(d2, torch.arange(m2, device=dev, dtype=torch.float64)) / m2)
+    s1_ = torch.sin(2 * math.pi * torch.outer(d1, torch.arange(m1, device=dev, dtype=torch.float64)) / m1)
+    s2_ = torch.sin(2 * math.pi * torch.outer(d2, torch.arange(m2, device=dev, dtype=torch.float64)) / m2)
+    # cos(a + b) = cos a cos b − sin a sin b, summed over the grid: coef[d1, d2]
+    coef = (c1 @ full @ c2.T - s1_ @ full @ s2_.T) / (m1 * m2)
+    i1, i2 = torch.meshgrid(torch.arange(o1, device=dev), torch.arange(o2, device=dev), indexing="ij")
+    i1, i2 = i1.flatten(), i2.flatten()
+    t = coef[(i1.view(-1, 1) - i1.view(1, -1)) + o1 - 1, (i2.view(-1, 1) - i2.view(1, -1)) + o2 - 1]
+    t = (t + t.T) / 2
+    u = 2.0 ** -53
+    top = float(full.max())
+    err = o1 * o2 * 8 * (m1 * m2 + 8) * u * top
+    est = float(torch.linalg.eigvalsh(t)[-1])
+    for margin in (1e-9, 1e-6, 1e-3):
+        mu = max(est, 0.0) * (1 + margin) + 1e-300
+        ok, slack = _cholesky_certify(t.unsqueeze(0), mu)
+        if bool(ok.all()):
+            lam_bound = (mu + slack + err) * (1 + 8 * u)
+            return math.sqrt(min(lam_bound, top)) * (1 + 4 * u) * (1 + ROUNDING_SLACK)
+    return math.inf
 
 
 def _plane_wave(spec: ConvSpec, best) -> torch.Tensor:  # type: ignore[no-untyped-def]
