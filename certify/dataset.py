@@ -91,7 +91,7 @@ class Dataset:
 
     def head(self, limit: int) -> "Dataset":
         """The first ``limit`` examples (read on demand when the rows are)."""
-        rows = self.rows[:limit] if isinstance(self.rows, torch.Tensor) else RowRange(self.rows, 0, limit)
+        rows = self.rows[:limit] if isinstance(self.rows, torch.Tensor) else RowRange(self.rows, 0, min(limit, len(self)))
         return Dataset(rows, self.y[:limit], self.source, self.split, self.class_names)
 
     def float_rows(self) -> torch.Tensor | FloatRows:

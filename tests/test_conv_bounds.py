@@ -255,3 +255,27 @@ def test_progress_callback_reaches_the_end(tmp_path, monkeypatch) -> None:
     rep = analyse(loaded(_cnn(2), (1, 8, 8)), norm="l2", progress=lambda d, t: seen.append((d, t)))
     assert rep.verified and seen and seen[-1][0] == seen[-1][1]
     assert all(0 <= d <= t for d, t in seen)
+
+
+@pytest.mark.parametrize("k", [-1000, -700, -300, 0, 300, 600])
+def test_kernels_of_any_magnitude_scale_their_bound_exactly_and_never_reach_zero(k: int) -> None:
+    """Squares of 1e-200 underflow to 0 and of 1e160 overflow: the kernel is scaled by a power of two
+    first, so W·2ᵏ gets exactly 2ᵏ times W's bound (rounded up to the smallest normal number when
+    below it), never 0 and never an error; the zero kernel gets 0."""
+    spec = make_spec(4, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, (5, 5), seed=5)
+    base = on.conv_l2(spec)
+    scaled = on.conv_l2(on.ConvSpec(torch.ldexp(spec.weight, torch.tensor(k)), (1, 1), (1, 1), (1, 1), 1, (4, 5, 5)))
+    want = math.ldexp(base.bound, k)
+    assert scaled.bound == max(want, 2.2250738585072014e-308) and scaled.bound > 0
+    assert scaled.method == base.method
+    zero = on.conv_l2(on.ConvSpec(torch.zeros(4, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1, (4, 5, 5)))
+    assert (zero.bound, zero.method) == (0.0, "zero")
+
+
+@pytest.mark.parametrize("k", [-1000, -700, -300, 0, 300, 600])
+def test_dense_gram_bounds_of_any_magnitude_scale_exactly(k: int) -> None:
+    m = torch.randn(5, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    base = on.gram_bound(m)
+    assert base >= sigma(m)
+    assert on.gram_bound(torch.ldexp(m, torch.tensor(k))) == max(math.ldexp(base, k), 2.2250738585072014e-308)
+    assert on.gram_bound(torch.zeros(3, 2)) == 0.0

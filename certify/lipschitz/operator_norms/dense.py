@@ -32,9 +32,33 @@ def b_bound(m: torch.Tensor) -> float:
     return math.sqrt(min(r1, r2)) * (1 + ROUNDING_SLACK)
 
 
+#: The smallest positive normal float64: an upper bound of any norm that scales below it.
+TINY = 2.2250738585072014e-308
+
+
+def scaled_back(value: float, exponent: int) -> float:
+    """value·2^exponent, exact unless it leaves the normal range: rounded up to :data:`TINY` below it
+    (an upper bound stays one), inf above."""
+    if not value > 0 or value == math.inf:
+        return value
+    return max(math.ldexp(value, exponent), TINY) if exponent < 0 else min(math.ldexp(value, exponent), math.inf)
+
+
 def gram_bound(m: torch.Tensor, iterations: int = LIPSCHITZ_GRAM_ITERATIONS) -> float:
-    """Guaranteed σ_max(M) by Gram iteration (rescaled each step to avoid overflow)."""
-    g = m.detach().double()
+    """Guaranteed σ_max(M) by Gram iteration (rescaled each step to avoid overflow).  M is first scaled
+    by a power of two (exact) so its largest entry is in [½, 1): its squares cannot underflow to 0."""
+    w = m.detach().double()
+    peak = float(w.abs().max()) if w.numel() else 0.0
+    if peak == 0.0:
+        return 0.0
+    exponent = math.frexp(peak)[1]
+    if exponent:
+        w = torch.ldexp(w, torch.tensor(-exponent, device=w.device))
+    return scaled_back(_gram_bound(w, iterations), exponent)
+
+
+def _gram_bound(m: torch.Tensor, iterations: int) -> float:
+    g = m
     if g.shape[0] > g.shape[1]:
         g = g.T
     fro = float(torch.linalg.matrix_norm(g))
