@@ -96,18 +96,32 @@ def idx_rows(path: Path) -> Rows:
         raise BadInputError(f"{str(path)!r}: damaged gzip file ({err})") from err
     dims, offset = _idx_header(head, path)
     expected = int(np.prod(dims, dtype=object))
-    with open(path, "rb") as f:  # ISIZE: the uncompressed length modulo 2³²
+    with open(path, "rb") as f:  # ISIZE: the uncompressed length modulo 2³² (of the last member)
         f.seek(-4, os.SEEK_END)
         isize = struct.unpack("<I", f.read(4))[0]
-    if isize != (offset + expected) % 2**32:
-        raise BadInputError(f"{str(path)!r}: damaged or truncated gzip file (its trailer says "
-                            f"{isize} bytes, the idx header {offset + expected}); re-download the file")
+    if isize != (offset + expected) % 2**32 and _gzip_length(path) != offset + expected:
+        raise BadInputError(f"{str(path)!r}: damaged or truncated gzip file (the idx header announces "
+                            f"{offset + expected} bytes); re-download the file")
+
     def opener() -> tuple[Any, Callable[[], None]]:
         stream = gzip.open(path, "rb")
         return stream, stream.close
 
     return StreamRows(opener, offset, tuple(dims), np.dtype(np.uint8), str(path),
                       f"{str(path)!r} is truncated or damaged: it ends before the rows its header announces")
+
+
+def _gzip_length(path: Path) -> int:
+    """The uncompressed length of a gzip file of several members (or −1 when it is damaged), counted
+    by streaming it through in blocks."""
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                total += len(block)
+    except (OSError, EOFError):
+        return -1
+    return total
 
 
 def _find_idx(root: Path, split: str, kind: str) -> Path | None:

@@ -244,3 +244,15 @@ def test_empty_sets_and_images_without_pixels_are_bad_input(tmp_path, shape):
     for source in (tmp_path, tmp_path / "e.npz"):
         with pytest.raises(BadInputError, match="is empty|no pixels"):
             load_dataset(source)
+
+
+def test_a_gzip_file_of_several_members_is_read_whole(tmp_path):
+    """Concatenated gzip members (what some tools write): the last member's trailer alone does not match
+    the header's length, so the length is counted by streaming before the file is refused."""
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">III", N, 6, 5)
+    data = header + IMAGES.tobytes()
+    cut = len(data) // 3
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(data[:cut]) + gzip.compress(data[cut:]))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", LABELS, gz=True)
+    ds = load_dataset(tmp_path)
+    assert torch.equal(ds.x, torch.from_numpy(IMAGES).unsqueeze(1))
