@@ -48,6 +48,7 @@ CASES: list[Case] = [
     Case("empty-model", "empty model file", (C, "{empty}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "is empty"),
     Case("truncated-model", "truncated torch.export archive", (C, "{truncated}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "torch.export"),
     Case("unknown-format", "a file in no known format", (C, "{text}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "unknown format"),
+    Case("float64-model", "a model whose parameters are float64", (C, "{f64}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "convert it with model.float()"),
     Case("pickle-payload", "a pickle that would run code", (C, "{pickle}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "--trust-checkpoint"),
     Case("state-dict-no-arch", "a state_dict without an architecture", (C, "{sd}", "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "--arch"),
     Case("shape-mismatch", "state_dict that does not fit the architecture", (C, "{sd}", "--arch", "tests.test_errors:Tiny", "--arch-kwargs", '{{"classes": 5}}', "--data", "{data}", "--norm", "l2", "--eps", "1"), 2, "does not match the architecture"),
@@ -248,10 +249,12 @@ def files(tmp_path_factory) -> dict[str, str]:
     (d / "other.json").write_text('{"command": "certify", "model": {"sha256": "0"}, "per_example": {}}')
     unclaimed = save_model(Affine(5 * w), d / "unclaimed.pt2", ModelMetadata(input_shape=SHAPE),
                            example_input=torch.zeros(2, *SHAPE))
+    f64 = save_model(Affine(w).double(), d / "f64.pt2", ModelMetadata(input_shape=SHAPE),
+                     example_input=torch.zeros(2, *SHAPE, dtype=torch.float64))
     extra = other_command_files(d, good)
     extra.update(hostile_files(d, good, extra))
     extra.update(_verify_files(d))
-    return {**extra, "unclaimed": str(unclaimed),
+    return {**extra, "unclaimed": str(unclaimed), "f64": str(f64),
         "good": str(good), "truncated": str(truncated), "empty": str(d / "empty.pt"), "text": str(d / "text.txt"),
         "pickle": str(d / "pickle.pt"), "marker": str(d / "PWNED"), "sd": str(d / "sd.pt"),
         "nan_sd": str(d / "nan_sd.pt"), "bad_yaml": str(d / "bad.yaml"), "unknown_yaml": str(d / "unknown.yaml"),

@@ -235,3 +235,11 @@ def test_cache_sees_weights_changed_in_place_and_reused_ids() -> None:
         truth_l2 = float(torch.linalg.matrix_norm(other[1].weight.double(), ord=2))
         assert analyse(loaded(other, SHAPE), norm="l2").global_bound == pytest.approx(truth_l2, rel=1e-5)
         del other
+
+
+def test_a_float64_model_is_unverifiable_with_a_reason_that_says_what_to_do() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3)).double()
+    rep = analyse(loaded(net, (4,)), norm="l2")
+    assert not rep.verified
+    (reason,) = rep.unverifiable_ops
+    assert "parameters are float64" in reason and "model.float()" in reason

@@ -166,6 +166,14 @@ def check_finite_logits(ex: Examples) -> None:
                             "the model is broken: check its weights and inputs")
 
 
+def _parameters(module: Any) -> list[torch.Tensor]:
+    """The module's parameters and buffers (an exported module's too), for messages."""
+    try:
+        return [*module.parameters(), *module.buffers()]
+    except Exception:  # noqa: BLE001 - a callable that is not an nn.Module has none to report
+        return []
+
+
 def model_num_classes(model: Any, data: Dataset, device: torch.device) -> tuple[int, list[Flag]]:
     """Run one small batch: check the data fits the model, count outputs, raise sanity flags."""
     x, _ = data.batch(0, min(len(data), 8), device)
@@ -174,8 +182,12 @@ def model_num_classes(model: Any, data: Dataset, device: torch.device) -> tuple[
             out = model.module(x)
             out2 = model.module(x)
     except Exception as err:
+        other = sorted({str(p.dtype).replace("torch.", "") for p in _parameters(model.module)
+                        if p.is_floating_point() and p.dtype != torch.float32})
+        hint = (f"; its parameters are {'/'.join(other)} and lipcert feeds float32 inputs (its rounding model covers "
+                "float32 models): convert it with model.float() before saving") if other else ""
         raise BadInputError(
-            f"the model cannot run on data of shape {tuple(x.shape[1:])}: {str(err).splitlines()[0][:160]}"
+            f"the model cannot run on data of shape {tuple(x.shape[1:])}: {str(err).splitlines()[0][:160]}{hint}"
         ) from err
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise BadInputError(f"the model must return logits of shape batch×classes, got {getattr(out, 'shape', type(out))}")

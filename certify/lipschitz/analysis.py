@@ -83,6 +83,12 @@ def _analyse_graph(ep: Any, source: str, batch: int, dynamic: bool, norm: Norm, 
         return _unverifiable(norm, f"<graph> ({err})", source)
     except Exception as err:  # noqa: BLE001 - a graph that cannot even run on its example
         lines = str(err).strip().splitlines()
+        other = sorted({str(t.dtype).replace("torch.", "") for t in ep.state_dict.values()
+                        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float32})
+        if other:  # the example inputs are float32: a float64 (or half) model fails on them
+            return _unverifiable(norm, f"<graph> (the model's parameters are {'/'.join(other)}; the analyser and its "
+                                       "rounding model cover float32 models: convert it with model.float() before "
+                                       "saving)", source)
         return _unverifiable(norm, f"<graph> (cannot evaluate the graph: {(lines[0] if lines else '')[:160]})",
                              source)
     report = _finish(analyser, out_node, norm, source, batch, () if dynamic else (batch,))
