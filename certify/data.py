@@ -94,7 +94,8 @@ def _load_any(source: str, split: str, data_root: str | os.PathLike[str] | None)
         if _find_idx(p, split, "images") is not None:
             return load_idx_dir(p, split)
         return load_image_folder(p, split)
-    head = p.read_bytes()[:4]
+    with open(p, "rb") as f:  # the magic number only: the file itself is read on demand
+        head = f.read(4)
     if head[:2] == b"PK" and p.suffix == ".npz" or head[:2] == b"PK" and _is_npz(p):
         return load_npz(p, split)
     return load_tensor_file(p, split)

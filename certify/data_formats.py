@@ -188,10 +188,9 @@ def load_mnist5k(split: str) -> Dataset:
 
 
 def _is_npz(p: Path) -> bool:
-    import zipfile
-
     try:
-        return any(n.endswith(".npy") for n in zipfile.ZipFile(p).namelist())
+        with zipfile.ZipFile(p) as z:
+            return any(n.endswith(".npy") for n in z.namelist())
     except zipfile.BadZipFile:
         return False
 

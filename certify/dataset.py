@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .errors import BadInputError
-from .rowstore import FloatRows, RowRange, Rows
+from .rowstore import FloatRows, RowRange, Rows, as_float
 
 #: ``progress(done, total)``: how long-running library functions report progress (the CLI draws it).
 ProgressFn = Callable[[int, int], None]
@@ -53,10 +53,8 @@ class Dataset:
         return int(self.y.max()) + 1 if len(self) else 0
 
     def as_float(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 → float32 in [0, 1]; float stays as it is (as float32)."""
-        if x.dtype == torch.uint8:
-            return x.to(torch.float32).div_(255.0)
-        return x.to(torch.float32)
+        """uint8 → float32 in [0, 1]; float stays as it is (as float32) (:func:`certify.rowstore.as_float`)."""
+        return as_float(x)
 
     def take(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """The images at ``indices`` (stored dtype, CPU), reading only those rows."""

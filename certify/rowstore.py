@@ -127,6 +127,13 @@ class Rows:
         return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, source={self.source!r})"
 
 
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """Images as float32 in [0, 1]: uint8 divided by 255, float as it is (as float32)."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255.0)
+    return x.to(torch.float32)
+
+
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.zeros(0, dtype=dtype.newbyteorder("="))).dtype
 
@@ -278,8 +285,7 @@ class FloatRows(Rows):
         self.base, self.shape, self.dtype, self.source = base, base.shape, torch.float32, base.source
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        block = self.base.read(start, stop)
-        return block.to(torch.float32).div_(255.0) if block.dtype == torch.uint8 else block.to(torch.float32)
+        return as_float(self.base.read(start, stop))
 
 
 class ReshapedRows(Rows):

@@ -14,13 +14,12 @@ from __future__ import annotations
 import math
 import os
 
-import torch
-
 from ...defaults import LIPSCHITZ_CONV_DENSE_MAX_FLOPS, LIPSCHITZ_CONV_EXACT_MAX_FLOPS
 from ...errors import BadInputError
 from .cholesky import conv_cholesky_bound
 from .conv_exact import conv_dense_bound, dense_side
 from .convolution import ConvSpec, conv_l2nnn_bound, conv_power_estimate_from, effective_kernel
+from .dense import normalised, scaled_back
 from .fourier import conv_fourier_bound
 
 
@@ -69,10 +68,6 @@ class ConvL2:
         self.bound, self.estimate, self.hint, self.method, self.power = bound, estimate, hint, method, power
 
 
-#: The smallest positive normal float64: an upper bound of any norm that scales below it.
-_TINY = 2.2250738585072014e-308
-
-
 def conv_l2(spec: ConvSpec, hint: float | None = None, estimate: float | None = None) -> ConvL2:
     """The Fourier bound (always), [L2NNN]'s kernel bound, and, when the Fourier bound is above the
     estimate (small inputs, where zero padding differs from circular padding) and the problem is
@@ -83,20 +78,15 @@ def conv_l2(spec: ConvSpec, hint: float | None = None, estimate: float | None = 
     squares and Gram matrices inside can neither underflow to 0 nor overflow, whatever the weights'
     magnitude; the results are scaled back exactly (a bound that would fall below the smallest normal
     number is rounded up to it).  ``hint`` is in the scaled units (it only ever comes from here)."""
-    peak = float(spec.weight.abs().max()) if spec.weight.numel() else 0.0
-    if peak == 0.0:  # the zero map
+    if not spec.weight.numel() or float(spec.weight.abs().max()) == 0.0:  # the zero map
         return ConvL2(0.0, 0.0, 0.0, "zero", 0.0)
-    exponent = math.frexp(peak)[1]
-    if exponent:
-        spec = ConvSpec(torch.ldexp(spec.weight, torch.tensor(-exponent, device=spec.weight.device)), spec.stride,
-                        spec.padding, spec.dilation, spec.groups, spec.in_shape)
-        res = _conv_l2(spec, hint, None if estimate is None else math.ldexp(estimate, -exponent))
-
-        def back(v: float) -> float:
-            out = math.ldexp(v, exponent) if v < math.inf else v
-            return max(out, _TINY) if v > 0 else out
-        return ConvL2(back(res.bound), back(res.estimate), res.hint, res.method, back(res.power))
-    return _conv_l2(spec, hint, estimate)
+    weight, exponent = normalised(spec.weight)
+    if not exponent:
+        return _conv_l2(spec, hint, estimate)
+    spec = ConvSpec(weight, spec.stride, spec.padding, spec.dilation, spec.groups, spec.in_shape)
+    res = _conv_l2(spec, hint, None if estimate is None else math.ldexp(estimate, -exponent))
+    return ConvL2(scaled_back(res.bound, exponent), scaled_back(res.estimate, exponent), res.hint, res.method,
+                  scaled_back(res.power, exponent))
 
 
 def _conv_l2(spec: ConvSpec, hint: float | None, estimate: float | None) -> ConvL2:

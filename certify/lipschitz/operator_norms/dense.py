@@ -36,24 +36,33 @@ def b_bound(m: torch.Tensor) -> float:
 TINY = 2.2250738585072014e-308
 
 
+def normalised(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(t·2^−e, e) with the largest |entry| of the result in [½, 1) (exact: a power of two), so squares and
+    Gram matrices of it can neither underflow to 0 nor overflow; (t, 0) for an all-zero or empty t."""
+    peak = float(t.abs().max()) if t.numel() else 0.0
+    exponent = math.frexp(peak)[1] if peak > 0 else 0
+    if exponent:
+        t = torch.ldexp(t, torch.tensor(-exponent, device=t.device))
+    return t, exponent
+
+
 def scaled_back(value: float, exponent: int) -> float:
     """value·2^exponent, exact unless it leaves the normal range: rounded up to :data:`TINY` below it
     (an upper bound stays one), inf above."""
-    if not value > 0 or value == math.inf:
+    if not value > 0 or value == math.inf or not exponent:
         return value
-    return max(math.ldexp(value, exponent), TINY) if exponent < 0 else min(math.ldexp(value, exponent), math.inf)
+    try:
+        return max(math.ldexp(value, exponent), TINY)
+    except OverflowError:
+        return math.inf
 
 
 def gram_bound(m: torch.Tensor, iterations: int = LIPSCHITZ_GRAM_ITERATIONS) -> float:
     """Guaranteed σ_max(M) by Gram iteration (rescaled each step to avoid overflow).  M is first scaled
-    by a power of two (exact) so its largest entry is in [½, 1): its squares cannot underflow to 0."""
-    w = m.detach().double()
-    peak = float(w.abs().max()) if w.numel() else 0.0
-    if peak == 0.0:
+    by a power of two (:func:`normalised`), so its squares cannot underflow to 0."""
+    w, exponent = normalised(m.detach().double())
+    if not w.numel() or float(w.abs().max()) == 0.0:
         return 0.0
-    exponent = math.frexp(peak)[1]
-    if exponent:
-        w = torch.ldexp(w, torch.tensor(-exponent, device=w.device))
     return scaled_back(_gram_bound(w, iterations), exponent)
 
 

@@ -162,14 +162,21 @@ def _lanczos(g: torch.Tensor, steps: int, v: torch.Tensor) -> tuple[torch.Tensor
     return lam, vec
 
 
+def _shifted_cholesky(g: torch.Tensor, mu: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, ok): the Cholesky factors of μI − G(ω) in floating point and which completed; ``mu`` is one
+    shift for all, or one per matrix."""
+    a = -g
+    shift = mu.to(a.dtype).unsqueeze(-1) if isinstance(mu, torch.Tensor) else mu
+    a.diagonal(dim1=-2, dim2=-1).add_(shift)
+    r, info = torch.linalg.cholesky_ex(a)
+    return r, info == 0
+
+
 def _cholesky_certify(g: torch.Tensor, mu: float) -> tuple[torch.Tensor, float]:
     """Which μI − G(ω) factor in floating point, and the rounding slack that certifies
     λ_max(G(ω)) ≤ μ + slack for those (Demmel's backward error of Cholesky)."""
     n = g.shape[-1]
-    a = -g
-    a.diagonal(dim1=-2, dim2=-1).add_(mu)
-    r, info = torch.linalg.cholesky_ex(a)
-    ok = info == 0
+    r, ok = _shifted_cholesky(g, mu)
     u = 2.0 ** -53
     gamma = 8 * (n + 2) * u / (1 - 8 * (n + 2) * u)  # complex arithmetic: ≥ γ_{n+1} with room to spare
     fro2 = float(_sq_norm(r)[ok].max()) if bool(ok.any()) else 0.0
@@ -265,8 +272,8 @@ def conv_fourier_bound(spec: ConvSpec, hint: float | None = None) -> FourierBoun
             top = top[lam[top].argsort(descending=True)[:FOURIER_TOP]]
             mu = max(mu, improve(top, FOURIER_LANCZOS_STEPS) * (1 + FOURIER_MARGIN))
         for _ in range(60):
-            ok, _ = _cholesky_certify(g if len(todo) == g.shape[0] else g[todo], mu)
-            if bool(ok.all()):  # μ only grows: earlier certificates stay valid
+            ok = _shifted_cholesky(g if len(todo) == g.shape[0] else g[todo], mu)[1]
+            if bool(ok.all()):  # μ only grows: earlier certificates stay valid (slack: _trace_slack)
                 break
             todo = todo[~ok]
             mu = max(mu * (1 + FOURIER_MARGIN),
@@ -299,9 +306,7 @@ def _certify_each(g: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     todo = torch.arange(g.shape[0], device=g.device)
     for margin in TOEPLITZ_MARGINS:
         mu_m = lam[todo].clamp_min(0) * (1 + margin) + 1e-300
-        a = -g[todo]
-        a.diagonal(dim1=-2, dim2=-1).add_(mu_m.to(a.dtype).unsqueeze(-1))
-        ok = torch.linalg.cholesky_ex(a)[1] == 0
+        ok = _shifted_cholesky(g[todo], mu_m)[1]
         out[todo[ok]] = mu_m[ok]
         todo = todo[~ok]
         if not todo.numel():
@@ -355,14 +360,13 @@ def _toeplitz_bound(spec: ConvSpec, window: tuple[int, int, int, int], lam: torc
     cols = torch.arange(half, m2, device=dev)
     rows = torch.arange(m1, device=dev)
     full[:, half:] = grid_half[(-rows) % m1][:, (-cols) % m2]  # λ(−ω') = λ(ω'): real weights
-    d1 = torch.arange(-(o1 - 1), o1, device=dev, dtype=torch.float64)
-    d2 = torch.arange(-(o2 - 1), o2, device=dev, dtype=torch.float64)
-    c1 = torch.cos(2 * math.pi * torch.outer(d1, torch.arange(m1, device=dev, dtype=torch.float64)) / m1)
-    c2 = torch.cos(2 * math.pi * torch.outer(d2, torch.arange(m2, device=dev, dtype=torch.float64)) / m2)
-    s1_ = torch.sin(2 * math.pi * torch.outer(d1, torch.arange(m1, device=dev, dtype=torch.float64)) / m1)
-    s2_ = torch.sin(2 * math.pi * torch.outer(d2, torch.arange(m2, device=dev, dtype=torch.float64)) / m2)
+    def angles(o: int, m: int) -> torch.Tensor:  # 2π·d·ω/M for the offsets d of the window and ω < M
+        d = torch.arange(-(o - 1), o, device=dev, dtype=torch.float64)
+        return 2 * math.pi * torch.outer(d, torch.arange(m, device=dev, dtype=torch.float64)) / m
+
+    a1, a2 = angles(o1, m1), angles(o2, m2)
     # cos(a + b) = cos a cos b − sin a sin b, summed over the grid: coef[d1, d2]
-    coef = (c1 @ full @ c2.T - s1_ @ full @ s2_.T) / (m1 * m2)
+    coef = (a1.cos() @ full @ a2.cos().T - a1.sin() @ full @ a2.sin().T) / (m1 * m2)
     i1, i2 = torch.meshgrid(torch.arange(o1, device=dev), torch.arange(o2, device=dev), indexing="ij")
     i1, i2 = i1.flatten(), i2.flatten()
     t = coef[(i1.view(-1, 1) - i1.view(1, -1)) + o1 - 1, (i2.view(-1, 1) - i2.view(1, -1)) + o2 - 1]
@@ -370,7 +374,10 @@ def _toeplitz_bound(spec: ConvSpec, window: tuple[int, int, int, int], lam: torc
     u = 2.0 ** -53
     top = float(full.max())
     err = o1 * o2 * 8 * (m1 * m2 + 8) * u * top
-    est = float(torch.linalg.eigvalsh(t)[-1])
+    try:
+        est = float(torch.linalg.eigvalsh(t)[-1])
+    except RuntimeError:  # LAPACK did not converge (values far outside [½, 1)-scaled kernels): no window bound
+        return math.inf
     for margin in (1e-9, 1e-6, 1e-3):
         mu = max(est, 0.0) * (1 + margin) + 1e-300
         ok, slack = _cholesky_certify(t.unsqueeze(0), mu)
