@@ -70,9 +70,9 @@ DEFAULT_NOISE_TOLERANCE = 0.0
 LIPSCHITZ_GRAM_ITERATIONS = 18
 #: Power-iteration steps for the per-layer estimates shown beside the bounds.
 LIPSCHITZ_POWER_ITERATIONS = 200
-#: Power-iteration steps (float32, warm-started from the Fourier bound's top singular vector)
-#: for the estimate shown beside each convolution's bound.
-LIPSCHITZ_CONV_POWER_ITERATIONS = 30
+#: Lanczos steps (float32 products, full reorthogonalisation, started from the Fourier bound's top
+#: singular vector) for the estimate shown beside each convolution's bound.
+LIPSCHITZ_CONV_POWER_ITERATIONS = 60
 #: Largest banded AᵀA (entries) the exact Cholesky certificate of a
 #: convolution may allocate (float64: 8 bytes each).  Larger inputs use the
 #: circulant bound.
@@ -81,11 +81,15 @@ LIPSCHITZ_CONV_EXACT_MAX_BAND_ENTRIES = 40_000_000
 #: Fourier (circular padding) bound is more than 1% above the layer's estimate.
 LIPSCHITZ_CONV_EXACT_MAX_FLOPS = 1e9
 #: Largest work (≈ side³/3 flops, side = the smaller of the layer's input and output dimensions)
-#: for the dense Cholesky certificate of a convolution's exact norm (zero padding); it runs where
-#: the Fourier bound is more than 0.5% above the layer's estimate.  3e9 covers side ≤ 2080
-#: (ResNet-18 width 16's 4×4 stage, ~0.8 s each on one core); ``$LIPCERT_CONV_EXACT_FLOPS``
-#: overrides it (3e10: width 16's 8×8 stage, ~4 s each; width 64's 4×4 stage needs ~2e11).
-LIPSCHITZ_CONV_DENSE_MAX_FLOPS = 3e9
+#: for the dense Cholesky certificate of a convolution's exact norm (zero padding); it runs first on
+#: output windows of ≤ 16 pixels and elsewhere where the bound so far is more than 0.5% above the
+#: layer's estimate.  2e11 covers side ≤ 8434: ResNet-18 width 64's 4×4 stage (side 8192, ~4 s each
+#: on 2 cores; the Fourier bounds there are ~10% above the exact norm).  ``$LIPCERT_CONV_EXACT_FLOPS``
+#: overrides it (0 turns it off).
+LIPSCHITZ_CONV_DENSE_MAX_FLOPS = 2e11
+#: The same on a CUDA device (float64 Cholesky runs at teraflops there): side ≤ 31,000, e.g. width 64's
+#: 8×8 stage (side 16,384) as well.
+LIPSCHITZ_CONV_DENSE_MAX_FLOPS_CUDA = 1e13
 #: A declared constant C is accepted when the bound computed from the weights is
 #: at most C·(1 + tolerance): float32 weights that are orthonormal "by
 #: construction" have σ_max = 1 + O(1e-7).  Certificates then use the computed

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 #: Bumped whenever a cached method changes meaning.
-VERSION = 2
+VERSION = 3
 
 
 def cache_dir() -> Path | None:

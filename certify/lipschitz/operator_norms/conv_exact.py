@@ -98,9 +98,12 @@ def dense_gram(spec: ConvSpec) -> tuple[torch.Tensor, bool, int]:
 
 
 def conv_dense_bound(spec: ConvSpec, estimate: float = 0.0,
-                     max_flops: float = LIPSCHITZ_CONV_DENSE_MAX_FLOPS) -> tuple[float, float] | None:
+                     max_flops: float = LIPSCHITZ_CONV_DENSE_MAX_FLOPS, seeded: bool = False) -> tuple[float, float] | None:
     """(bound, estimate) for ‖layer‖₂ from a dense Cholesky certificate; None when too large or
-    every margin failed.  ``estimate`` is raised to ‖Ax‖/‖x‖ (float64) at the top Ritz vector.
+    every margin failed.  μ is a Lanczos value on the Gram matrix × (1 + a margin), and ``estimate``
+    is raised to ‖Ax‖/‖x‖ (float64) at its top Ritz vector; with ``seeded``, ``estimate`` (an accurate
+    Lanczos value of the layer, :func:`.convolution.conv_power_estimate_from`) seeds μ instead and
+    the dense Lanczos is skipped (it reads the whole matrix each step).
 
     Proof (exact arithmetic).  A is the layer's matrix (zero padding, stride, dilation, groups as
     a block-diagonal kernel).  G = AᵀA has the pixel blocks G[p, p'] = Σ_q W_{t(q,p)}ᵀ W_{t(q,p')}
@@ -124,17 +127,22 @@ def conv_dense_bound(spec: ConvSpec, estimate: float = 0.0,
     taps = spec.weight.shape[-2] * spec.weight.shape[-1]
     n_out = _positions(spec)[1]
     gram_err = 8 * (inner + taps + 2) * u * n_out * float(spec.weight.norm()) ** 2 * (1 + 1e-6)
-    gen = torch.Generator(device=g.device).manual_seed(0)
-    v = torch.randn((1, side), generator=gen, dtype=torch.float64, device=g.device)
-    lam, vec = _lanczos(g.unsqueeze(0), DENSE_LANCZOS_STEPS, v)
-    lam0 = max(float(lam[0]), 0.0)
-    estimate = max(estimate, _ratio(spec, vec[0], input_side))
-    for margin in DENSE_MARGINS:
-        mu = lam0 * (1 + margin) + 1e-300
-        ok, slack = _cholesky_certify(g.unsqueeze(0), mu)
-        if bool(ok.all()):
-            lam_bound = (mu + slack + gram_err) * (1 + 8 * u)
-            return math.sqrt(lam_bound) * (1 + 4 * u) * (1 + ROUNDING_SLACK), estimate
+    seeds = ["estimate", "lanczos"] if seeded and estimate > 0 else ["lanczos"]
+    for seed in seeds:  # a seed that is too low only costs the failed factorisations
+        if seed == "estimate":
+            lam0 = estimate * estimate
+        else:
+            gen = torch.Generator(device=g.device).manual_seed(0)
+            v = torch.randn((1, side), generator=gen, dtype=torch.float64, device=g.device)
+            lam, vec = _lanczos(g.unsqueeze(0), DENSE_LANCZOS_STEPS, v)
+            lam0 = max(float(lam[0]), 0.0)
+            estimate = max(estimate, _ratio(spec, vec[0], input_side))
+        for margin in DENSE_MARGINS:
+            mu = lam0 * (1 + margin) + 1e-300
+            ok, slack = _cholesky_certify(g.unsqueeze(0), mu)
+            if bool(ok.all()):
+                lam_bound = (mu + slack + gram_err) * (1 + 8 * u)
+                return math.sqrt(lam_bound) * (1 + 4 * u) * (1 + ROUNDING_SLACK), estimate
     return None
 
 

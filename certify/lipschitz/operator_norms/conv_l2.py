@@ -1,38 +1,54 @@
-"""A convolution's guaranteed L2 bound: the smallest of the Fourier bound (:mod:`.fourier`, always; on
-small output windows also its window bound, which sees that the window cannot concentrate on the peak
-frequency),
-[L2NNN]'s kernel bound (when it can win) and, on small inputs where the Fourier bound is more than
-0.5% above the estimate (zero padding below circular padding), an exact certificate: the dense
-Cholesky certificate (:mod:`.conv_exact`, side³/3 ≤ ``$LIPCERT_CONV_EXACT_FLOPS`` or
-LIPSCHITZ_CONV_DENSE_MAX_FLOPS), else the banded one (:mod:`.cholesky`, SciPy present, more than 1%
-above); beside it, a power-iteration estimate of the layer itself, warm-started from the Fourier
-bound's top singular vector (raised by the dense certificate's Ritz vector when it runs).
-"""
+"""A convolution's guaranteed L2 bound: the smallest of
 
+- on output windows of ≤ 16 pixels (ResNets' 4×4 stage), first, the dense Cholesky certificate of
+  the exact layer (:mod:`.conv_exact`; side³/3 ≤ ``$LIPCERT_CONV_EXACT_FLOPS`` or
+  LIPSCHITZ_CONV_DENSE_MAX_FLOPS, its CUDA value on a GPU), seeded by the layer's Lanczos value:
+  every Fourier bound frees the padding ring, which costs 2–3% there;
+- the Fourier bound (:mod:`.fourier`, always; on small output windows also its window bound, which
+  sees that the window cannot concentrate on the peak frequency);
+- [L2NNN]'s kernel bound (when it can win);
+- where that is more than 0.5% above the estimate: the window bound with top directions
+  (:mod:`.window_schur`, small windows), then the dense certificate (when affordable), else the
+  banded one (:mod:`.cholesky`, SciPy present, more than 1% above).
+
+Beside it, an estimate of the layer itself: Lanczos on AᵀA from the Fourier bound's top singular
+vector, the value ‖Ax‖/‖x‖ at its Ritz vector (raised by the dense certificate's Ritz vector when it
+runs unseeded).
+"""
 from __future__ import annotations
 
 import math
 import os
 
-from ...defaults import LIPSCHITZ_CONV_DENSE_MAX_FLOPS, LIPSCHITZ_CONV_EXACT_MAX_FLOPS
+import torch
+
+from ...defaults import (
+    LIPSCHITZ_CONV_DENSE_MAX_FLOPS,
+    LIPSCHITZ_CONV_DENSE_MAX_FLOPS_CUDA,
+    LIPSCHITZ_CONV_EXACT_MAX_FLOPS,
+)
 from ...errors import BadInputError
 from .cholesky import conv_cholesky_bound
 from .conv_exact import conv_dense_bound, dense_side
 from .convolution import ConvSpec, conv_l2nnn_bound, conv_power_estimate_from, effective_kernel
 from .dense import normalised, scaled_back
-from .fourier import conv_fourier_bound
+from .fourier import _window, conv_fourier_bound
+from .window_schur import window_schur_bound
 
 
-#: The exact certificates run when the Fourier bound is more than this far above the estimate.
+#: The window bound with top directions and the exact certificates run when the bound so far is more
+#: than this far above the estimate.
 EXACT_TRIGGER = 5e-3
+#: Output windows of at most this many pixels go to the dense certificate first (when affordable).
+DENSE_FIRST_PIXELS = 16
 
 
-def dense_max_flops() -> float:
+def dense_max_flops(device: torch.device | str = "cpu") -> float:
     """The dense certificate's work limit: ``$LIPCERT_CONV_EXACT_FLOPS`` (≥ 0; 0 turns it off), else
-    LIPSCHITZ_CONV_DENSE_MAX_FLOPS."""
+    LIPSCHITZ_CONV_DENSE_MAX_FLOPS (LIPSCHITZ_CONV_DENSE_MAX_FLOPS_CUDA on a CUDA device)."""
     env = os.environ.get("LIPCERT_CONV_EXACT_FLOPS")
     if env is None or not env.strip():
-        return LIPSCHITZ_CONV_DENSE_MAX_FLOPS
+        return LIPSCHITZ_CONV_DENSE_MAX_FLOPS_CUDA if torch.device(device).type == "cuda" else LIPSCHITZ_CONV_DENSE_MAX_FLOPS
     try:
         value = float(env)
     except ValueError:
@@ -94,11 +110,28 @@ def _conv_l2(spec: ConvSpec, hint: float | None, estimate: float | None) -> Conv
     if (k1, k2) == (1, 1):
         # each input entry meets the kernel at most once: ‖layer‖ ≤ ‖W‖ (per group), a 1×1 grid
         spec = ConvSpec(spec.weight, (1, 1), (0, 0), (1, 1), spec.groups, (spec.in_shape[0], 1, 1))
+    limit = dense_max_flops(spec.weight.device)
+    window = _window(spec)
+    dense_flops = dense_side(spec) ** 3 / 3
+    if window is not None and window[0] * window[1] <= DENSE_FIRST_PIXELS and dense_flops <= limit:
+        # a tiny output window: freeing the padding ring (every Fourier bound) costs 2-3%, so the exact
+        # certificate, seeded by the layer's Lanczos value, comes first
+        if estimate is None:
+            estimate = conv_power_estimate_from(spec, None)
+        exact = conv_dense_bound(spec, estimate, limit, seeded=True)
+        if exact is not None:
+            # hint: any positive number (this path does not read it; the disk cache keeps positive hints)
+            return ConvL2(exact[0], max(estimate, exact[1]), estimate * estimate, "dense-cholesky", estimate)
+        dense_flops = math.inf  # tried: not again below
     fb = conv_fourier_bound(spec, hint)
     if estimate is None:
         estimate = conv_power_estimate_from(spec, fb.start)
     power = estimate
     bound, method = (fb.bound, "fourier") if fb.bound <= fb.toeplitz else (fb.toeplitz, "fourier-window")
+    if bound > estimate * (1 + EXACT_TRIGGER) and math.isfinite(fb.toeplitz):
+        refined = window_schur_bound(spec, bound)
+        if refined < bound:
+            bound, method = refined, "window-schur"
     k1, k2 = effective_kernel(spec)
     factor = math.ceil(k1 / spec.stride[0]) * math.ceil(k2 / spec.stride[1])
     rows = float(spec.weight.flatten(1).norm(dim=1).max()) if spec.weight.numel() else 0.0
@@ -106,10 +139,8 @@ def _conv_l2(spec: ConvSpec, hint: float | None, estimate: float | None) -> Conv
     l2nnn = conv_l2nnn_bound(spec) if math.sqrt(factor) * rows < bound else math.inf
     if l2nnn < bound:
         bound, method = l2nnn, "l2nnn"
-    limit = dense_max_flops()
-    dense_flops = dense_side(spec) ** 3 / 3 if bound > estimate * (1 + EXACT_TRIGGER) else math.inf
-    if dense_flops <= limit:
-        exact = conv_dense_bound(spec, estimate, limit)
+    if bound > estimate * (1 + EXACT_TRIGGER) and dense_flops <= limit:
+        exact = conv_dense_bound(spec, estimate, limit, seeded=True)
         if exact is not None:
             estimate = max(estimate, exact[1])
             if exact[0] < bound:

@@ -70,22 +70,41 @@ def conv_power_estimate(spec: ConvSpec, iterations: int = LIPSCHITZ_POWER_ITERAT
 
 def conv_power_estimate_from(spec: ConvSpec, start: torch.Tensor | None,
                              iterations: int = LIPSCHITZ_CONV_POWER_ITERATIONS) -> float:
-    """σ_max estimate of the layer itself (zero padding, stride): power iteration in float32 from
-    ``start`` (a batch of inputs, e.g. the Fourier plane wave) and a random input, with the final
-    ratio ‖Ax‖/‖x‖ evaluated in float64.  An estimate, never used as a bound."""
+    """σ_max estimate of the layer itself (zero padding, stride): Lanczos with full
+    reorthogonalisation on AᵀA (float32 products) from ``start`` (a batch of inputs, e.g. the
+    Fourier plane wave, plus a little noise) or a random input; the value is ‖Ax‖/‖x‖ in float64 at
+    the top Ritz vector x, so it is the norm of a real input's image: never above ‖A‖ (up to
+    float64 rounding).  An estimate, never used as a bound."""
     c, h, w = spec.in_shape
     dev = spec.weight.device
     gen = torch.Generator(device=dev).manual_seed(0)
-    rand = torch.randn((1, c, h, w), generator=gen, dtype=torch.float64, device=dev)
-    x = rand if start is None else start[:1]
+    rand = torch.randn((c, h, w), generator=gen, dtype=torch.float64, device=dev)
+    x = rand if start is None else start[0] + 1e-2 * rand * (start[0].norm() / rand.norm().clamp_min(1e-300))
     w32 = spec.weight.float()
     args = (spec.stride, spec.padding, spec.dilation, spec.groups)
-    x = x.float()
-    for _ in range(iterations):
-        x = x / x.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, 1, 1, 1)
-        y = F.conv2d(x, w32, None, *args)
-        x = torch.nn.grad.conv2d_input(x.shape, w32, y, *args)
-    x = x.double()
+    n = c * h * w
+    m = max(1, min(iterations, n))
+    q = torch.zeros((m, n), dtype=torch.float32, device=dev)
+    alpha, beta = [], []
+    q[0] = (x / x.norm().clamp_min(1e-300)).flatten().float()
+    for j in range(m):
+        y = F.conv2d(q[j].view(1, c, h, w), w32, None, *args)
+        v = torch.nn.grad.conv2d_input((1, c, h, w), w32, y, *args).flatten()
+        alpha.append(float(q[j] @ v))
+        for _ in range(2):
+            v = v - q[:j + 1].T @ (q[:j + 1] @ v)
+        nrm = float(v.norm())
+        if j + 1 == m or not nrm > 1e-6 * max(abs(a) for a in alpha):
+            break
+        beta.append(nrm)
+        q[j + 1] = v / nrm
+    k = len(alpha)
+    tri = torch.diag(torch.tensor(alpha, dtype=torch.float64))
+    if k > 1:
+        off = torch.tensor(beta[:k - 1], dtype=torch.float64)
+        tri += torch.diag(off, 1) + torch.diag(off, -1)
+    _, vecs = torch.linalg.eigh(tri)
+    x = (vecs[:, -1].to(dev).float() @ q[:k]).double().view(1, c, h, w)
     y = F.conv2d(x, spec.weight, None, *args)
-    ratio = y.flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-300)
-    return float(ratio.max())
+    nx = float(x.norm())
+    return float(y.norm()) / nx if nx > 0 else 0.0

@@ -350,16 +350,46 @@ def _toeplitz_bound(spec: ConvSpec, window: tuple[int, int, int, int], lam: torc
     ‖T̂ − T‖₂ ≤ o₁o₂·γ·max λ; λ_max(T̂) is certified by a Cholesky factorisation of μI − T̂
     (:func:`_cholesky_certify`).
     """
-    o1, o2, _, _ = window
     (_, _), (m1, m2) = _grid(spec)
-    dev = lam.device
     half = m2 // 2 + 1
-    grid_half = lam.view(m1, half, spec.groups).amax(dim=2)  # the largest over the groups
-    full = torch.empty((m1, m2), dtype=torch.float64, device=dev)
-    full[:, :half] = grid_half
+    full = _full_grid(lam.view(m1, half, spec.groups).amax(dim=2), m2)  # the largest over the groups
+    t, err = _window_matrix(window, full)
+    top = float(full.max())
+    u = 2.0 ** -53
+    try:
+        est = float(torch.linalg.eigvalsh(t)[-1])
+    except RuntimeError:  # LAPACK did not converge (values far outside [½, 1)-scaled kernels): no window bound
+        return math.inf
+    for margin in (1e-9, 1e-6, 1e-3):
+        mu = max(est, 0.0) * (1 + margin) + 1e-300
+        ok, slack = _cholesky_certify(t.unsqueeze(0), mu)
+        if bool(ok.all()):
+            lam_bound = (mu + slack + err) * (1 + 8 * u)
+            return math.sqrt(min(lam_bound, top)) * (1 + 4 * u) * (1 + ROUNDING_SLACK)
+    return math.inf
+
+
+def _full_grid(half_grid: torch.Tensor, m2: int) -> torch.Tensor:
+    """A real-symmetric quantity (value(−ω') = value(ω'), real weights) on the half grid
+    (M₁ × (⌊M₂/2⌋+1)) spread over the whole reduced grid M₁ × M₂."""
+    m1, half = half_grid.shape
+    dev = half_grid.device
+    full = torch.empty((m1, m2), dtype=half_grid.dtype, device=dev)
+    full[:, :half] = half_grid
     cols = torch.arange(half, m2, device=dev)
     rows = torch.arange(m1, device=dev)
-    full[:, half:] = grid_half[(-rows) % m1][:, (-cols) % m2]  # λ(−ω') = λ(ω'): real weights
+    full[:, half:] = half_grid[(-rows) % m1][:, (-cols) % m2]
+    return full
+
+
+def _window_matrix(window: tuple[int, int, int, int], full: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(T̂, err): the o₁o₂ × o₁o₂ scalar Toeplitz matrix T[i, j] = Σ_ω' λ(ω') cos(2π⟨ω', i − j⟩/M)/(M₁M₂)
+    of the values ``full`` (M₁ × M₂, ≥ 0) on the output window, summed in float64, and a bound on
+    ‖T̂ − T‖₂ (cosines err by ≤ 8u each: each entry by ≤ γ·max λ, γ = 8(M₁M₂ + 8)u)."""
+    o1, o2, _, _ = window
+    m1, m2 = full.shape
+    dev = full.device
+
     def angles(o: int, m: int) -> torch.Tensor:  # 2π·d·ω/M for the offsets d of the window and ω < M
         d = torch.arange(-(o - 1), o, device=dev, dtype=torch.float64)
         return 2 * math.pi * torch.outer(d, torch.arange(m, device=dev, dtype=torch.float64)) / m
@@ -372,19 +402,7 @@ def _toeplitz_bound(spec: ConvSpec, window: tuple[int, int, int, int], lam: torc
     t = coef[(i1.view(-1, 1) - i1.view(1, -1)) + o1 - 1, (i2.view(-1, 1) - i2.view(1, -1)) + o2 - 1]
     t = (t + t.T) / 2
     u = 2.0 ** -53
-    top = float(full.max())
-    err = o1 * o2 * 8 * (m1 * m2 + 8) * u * top
-    try:
-        est = float(torch.linalg.eigvalsh(t)[-1])
-    except RuntimeError:  # LAPACK did not converge (values far outside [½, 1)-scaled kernels): no window bound
-        return math.inf
-    for margin in (1e-9, 1e-6, 1e-3):
-        mu = max(est, 0.0) * (1 + margin) + 1e-300
-        ok, slack = _cholesky_certify(t.unsqueeze(0), mu)
-        if bool(ok.all()):
-            lam_bound = (mu + slack + err) * (1 + 8 * u)
-            return math.sqrt(min(lam_bound, top)) * (1 + 4 * u) * (1 + ROUNDING_SLACK)
-    return math.inf
+    return t, o1 * o2 * 8 * (m1 * m2 + 8) * u * float(full.max())
 
 
 def _plane_wave(spec: ConvSpec, best) -> torch.Tensor:  # type: ignore[no-untyped-def]
