@@ -99,12 +99,12 @@ def conv_power_estimate_from(spec: ConvSpec, start: torch.Tensor | None,
         beta.append(nrm)
         q[j + 1] = v / nrm
     k = len(alpha)
-    tri = torch.diag(torch.tensor(alpha, dtype=torch.float64))
+    tri = torch.diag(torch.tensor(alpha, dtype=torch.float64, device=dev))
     if k > 1:
-        off = torch.tensor(beta[:k - 1], dtype=torch.float64)
+        off = torch.tensor(beta[:k - 1], dtype=torch.float64, device=dev)
         tri += torch.diag(off, 1) + torch.diag(off, -1)
     _, vecs = torch.linalg.eigh(tri)
-    x = (vecs[:, -1].to(dev).float() @ q[:k]).double().view(1, c, h, w)
+    x = (vecs[:, -1].float() @ q[:k]).double().view(1, c, h, w)
     y = F.conv2d(x, spec.weight, None, *args)
     nx = float(x.norm())
     return float(y.norm()) / nx if nx > 0 else 0.0

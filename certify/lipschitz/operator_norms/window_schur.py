@@ -64,6 +64,8 @@ SCHUR_MAX_RANK = 1536
 #: Groups and channels per group beyond which the refinement is skipped (the window bound stands).
 SCHUR_MAX_GROUPS = 8
 SCHUR_MAX_CHANNELS = 1024
+#: ... and where the per-frequency blocks and symbols (complex128) would take more than this.
+SCHUR_MAX_BYTES = 768 * 2**20
 #: Margins of the per-frequency certificates ρ_m above their level, relative to the symbol's largest
 #: eigenvalue, tried in turn.
 SCHUR_FREQ_MARGINS = (1e-7, 1e-5, 1e-3)
@@ -90,8 +92,11 @@ def window_schur_bound(spec: ConvSpec, upper: float) -> float:
         return math.inf
     (_, _), (m1, m2) = _grid(spec)
     half = m2 // 2 + 1
+    n_in = spec.stride[0] * spec.stride[1] * ig
+    if m1 * half * g * co * (3 * co + n_in) * 16 > SCHUR_MAX_BYTES:
+        return math.inf
     dev = spec.weight.device
-    b = conv_fourier_blocks(spec, torch.arange(m1, device=dev))  # (m1·half·g, co, s·ig/g... )
+    b = conv_fourier_blocks(spec, torch.arange(m1, device=dev))  # (M₁·half·groups, co, s₁s₂·c_in/groups)
     b = b.view(m1, half, g, co, b.shape[-1])
     bounds = []
     for j in range(g):
@@ -194,7 +199,6 @@ def _group_bound(spec: ConvSpec, window: tuple[int, int, int, int], b: torch.Ten
         return d[col_freq][:, col_freq] * gz / s, dp
 
     # λ_max of the majorant T_ρ⊗I + LLᴴ (Lanczos; an estimate: the certificate decides)
-    idx_freq = col_freq.view(-1, 1).expand(-1, co)
 
     def majorant(y: torch.Tensor) -> torch.Tensor:  # y: (o₁o₂, co) real
         yc = y.to(phi.dtype)
@@ -210,12 +214,12 @@ def _group_bound(spec: ConvSpec, window: tuple[int, int, int, int], b: torch.Ten
         mu = hi * (1 + margin)
         if mu > upper * upper:
             break
-        if _certify(mu, h_matrix, n, eye, rank, z_fro2, o1 * o2 / (m1 * m2), co, s):
+        if _certify(mu, h_matrix, n, eye, z_fro2, o1 * o2 / (m1 * m2), co, s):
             return math.sqrt(mu) * (1 + 4 * _U) * (1 + ROUNDING_SLACK)
     return math.inf
 
 
-def _certify(mu: float, h_matrix, n: int, eye: torch.Tensor, rank: int, z_fro2: float,  # type: ignore[no-untyped-def]
+def _certify(mu: float, h_matrix, n: int, eye: torch.Tensor, z_fro2: float,  # type: ignore[no-untyped-def]
              phi2: float, co: int, s: int) -> bool:
     """Steps (iii)–(v) of the module docs at μ: True when λ_max(VVᵀ) ≤ μ is proven."""
     try:
@@ -256,7 +260,7 @@ def _certify(mu: float, h_matrix, n: int, eye: torch.Tensor, rank: int, z_fro2: 
 
 def _operator_top(apply, v: torch.Tensor, steps: int) -> float:  # type: ignore[no-untyped-def]
     """Lanczos (full reorthogonalisation) on a real symmetric operator from v: its top Ritz value."""
-    shape = v.shape
+    shape, dev = v.shape, v.device
     m = max(1, min(steps, v.numel()))
     q = torch.zeros((m, v.numel()), dtype=torch.float64, device=v.device)
     alpha, beta = [], []
@@ -272,8 +276,8 @@ def _operator_top(apply, v: torch.Tensor, steps: int) -> float:  # type: ignore[
         beta.append(nrm)
         q[j + 1] = w / nrm
     k = len(alpha)
-    tri = torch.diag(torch.tensor(alpha, dtype=torch.float64))
+    tri = torch.diag(torch.tensor(alpha, dtype=torch.float64, device=dev))
     if k > 1:
-        off = torch.tensor(beta[:k - 1], dtype=torch.float64)
+        off = torch.tensor(beta[:k - 1], dtype=torch.float64, device=dev)
         tri += torch.diag(off, 1) + torch.diag(off, -1)
     return float(torch.linalg.eigvalsh(tri)[-1])
