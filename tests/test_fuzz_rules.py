@@ -10,6 +10,7 @@ Profiles: the default run draws ``LIPCERT_FUZZ_SEEDS`` (4) networks per op; the 
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import numpy as np
@@ -142,3 +143,13 @@ def test_rule_is_sound_on_random_graphs(op: str) -> None:
 @pytest.mark.parametrize("op", sorted(CASES))
 def test_rule_is_sound_on_random_graphs_slow_profile(op: str) -> None:
     _fuzz(op, range(SEEDS, 11 * SEEDS))
+
+
+@pytest.mark.parametrize("op", sorted(op for op in CASES if "conv" in op))
+def test_conv_rules_are_sound_through_the_fourier_window_and_schur_bounds(op: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The same fuzz with the dense certificate off and the refinement (the window bound with top
+    directions) forced on every layer it applies to, so the Fourier, window and Schur bounds decide."""
+    conv_l2_module = importlib.import_module("certify.lipschitz.operator_norms.conv_l2")
+    monkeypatch.setenv("LIPCERT_CONV_EXACT_FLOPS", "0")
+    monkeypatch.setattr(conv_l2_module, "EXACT_TRIGGER", -1.0)
+    _fuzz(op, range(SEEDS))
