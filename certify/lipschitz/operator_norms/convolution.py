@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ...defaults import LIPSCHITZ_CONV_POWER_ITERATIONS, LIPSCHITZ_POWER_ITERATIONS
-from .dense import ROUNDING_SLACK, gram_bound, power_iteration
+from .dense import ROUNDING_SLACK, gram_bound, power_iteration, tridiagonal_top
 
 #: Gram steps for the [L2NNN] kernel bound (any number gives a guaranteed bound; it rarely wins).
 L2NNN_GRAM_ITERATIONS = 8
@@ -99,12 +99,8 @@ def conv_power_estimate_from(spec: ConvSpec, start: torch.Tensor | None,
         beta.append(nrm)
         q[j + 1] = v / nrm
     k = len(alpha)
-    tri = torch.diag(torch.tensor(alpha, dtype=torch.float64, device=dev))
-    if k > 1:
-        off = torch.tensor(beta[:k - 1], dtype=torch.float64, device=dev)
-        tri += torch.diag(off, 1) + torch.diag(off, -1)
-    _, vecs = torch.linalg.eigh(tri)
-    x = (vecs[:, -1].float() @ q[:k]).double().view(1, c, h, w)
+    _, top = tridiagonal_top(alpha, beta, dev)
+    x = (top.float() @ q[:k]).double().view(1, c, h, w)
     y = F.conv2d(x, spec.weight, None, *args)
     nx = float(x.norm())
     return float(y.norm()) / nx if nx > 0 else 0.0

@@ -110,3 +110,15 @@ def power_iteration(apply, apply_t, shape: tuple[int, ...], iterations: int = LI
 def matrix_power_estimate(m: torch.Tensor, iterations: int = LIPSCHITZ_POWER_ITERATIONS) -> float:
     w = m.detach().double()
     return power_iteration(lambda v: w @ v, lambda u: w.T @ u, (w.shape[1],), iterations, device=w.device)
+
+
+def tridiagonal_top(alpha: list[float], beta: list[float], device: torch.device) -> tuple[float, torch.Tensor]:
+    """The top eigenpair of the symmetric tridiagonal Lanczos matrix (diagonal ``alpha``, off-diagonal
+    ``beta[:len(alpha) - 1]``), in float64: (Ritz value, coefficients of its Ritz vector)."""
+    k = len(alpha)
+    tri = torch.diag(torch.tensor(alpha, dtype=torch.float64, device=device))
+    if k > 1:
+        off = torch.tensor(beta[:k - 1], dtype=torch.float64, device=device)
+        tri += torch.diag(off, 1) + torch.diag(off, -1)
+    vals, vecs = torch.linalg.eigh(tri)
+    return float(vals[-1]), vecs[:, -1]

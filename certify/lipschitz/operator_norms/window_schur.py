@@ -45,7 +45,7 @@ import math
 import torch
 
 from .convolution import ConvSpec
-from .dense import ROUNDING_SLACK
+from .dense import ROUNDING_SLACK, tridiagonal_top
 from .fourier import (
     _cholesky_certify,
     _dft_error,
@@ -275,9 +275,4 @@ def _operator_top(apply, v: torch.Tensor, steps: int) -> float:  # type: ignore[
             break
         beta.append(nrm)
         q[j + 1] = w / nrm
-    k = len(alpha)
-    tri = torch.diag(torch.tensor(alpha, dtype=torch.float64, device=dev))
-    if k > 1:
-        off = torch.tensor(beta[:k - 1], dtype=torch.float64, device=dev)
-        tri += torch.diag(off, 1) + torch.diag(off, -1)
-    return float(torch.linalg.eigvalsh(tri)[-1])
+    return tridiagonal_top(alpha, beta, dev)[0]
