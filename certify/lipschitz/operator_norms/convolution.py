@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ...defaults import LIPSCHITZ_CONV_POWER_ITERATIONS, LIPSCHITZ_POWER_ITERATIONS
-from .dense import ROUNDING_SLACK, gram_bound, power_iteration, tridiagonal_top
+from .dense import ROUNDING_SLACK, gram_bound, lanczos_top, power_iteration
 
 #: Gram steps for the [L2NNN] kernel bound (any number gives a guaranteed bound; it rarely wins).
 L2NNN_GRAM_ITERATIONS = 8
@@ -82,25 +82,13 @@ def conv_power_estimate_from(spec: ConvSpec, start: torch.Tensor | None,
     x = rand if start is None else start[0] + 1e-2 * rand * (start[0].norm() / rand.norm().clamp_min(1e-300))
     w32 = spec.weight.float()
     args = (spec.stride, spec.padding, spec.dilation, spec.groups)
-    n = c * h * w
-    m = max(1, min(iterations, n))
-    q = torch.zeros((m, n), dtype=torch.float32, device=dev)
-    alpha, beta = [], []
-    q[0] = (x / x.norm().clamp_min(1e-300)).flatten().float()
-    for j in range(m):
-        y = F.conv2d(q[j].view(1, c, h, w), w32, None, *args)
-        v = torch.nn.grad.conv2d_input((1, c, h, w), w32, y, *args).flatten()
-        alpha.append(float(q[j] @ v))
-        for _ in range(2):
-            v = v - q[:j + 1].T @ (q[:j + 1] @ v)
-        nrm = float(v.norm())
-        if j + 1 == m or not nrm > 1e-6 * max(abs(a) for a in alpha):
-            break
-        beta.append(nrm)
-        q[j + 1] = v / nrm
-    k = len(alpha)
-    _, top = tridiagonal_top(alpha, beta, dev)
-    x = (top.float() @ q[:k]).double().view(1, c, h, w)
+
+    def gram(q: torch.Tensor) -> torch.Tensor:  # AᵀA in float32
+        y = F.conv2d(q.view(1, c, h, w), w32, None, *args)
+        return torch.nn.grad.conv2d_input((1, c, h, w), w32, y, *args)
+
+    _, top = lanczos_top(gram, (x / x.norm().clamp_min(1e-300)).flatten().float(), iterations, 1e-6)
+    x = top.double().view(1, c, h, w)
     y = F.conv2d(x, spec.weight, None, *args)
     nx = float(x.norm())
     return float(y.norm()) / nx if nx > 0 else 0.0

@@ -8,6 +8,7 @@ adds for float64 rounding.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -112,13 +113,32 @@ def matrix_power_estimate(m: torch.Tensor, iterations: int = LIPSCHITZ_POWER_ITE
     return power_iteration(lambda v: w @ v, lambda u: w.T @ u, (w.shape[1],), iterations, device=w.device)
 
 
-def tridiagonal_top(alpha: list[float], beta: list[float], device: torch.device) -> tuple[float, torch.Tensor]:
-    """The top eigenpair of the symmetric tridiagonal Lanczos matrix (diagonal ``alpha``, off-diagonal
-    ``beta[:len(alpha) - 1]``), in float64: (Ritz value, coefficients of its Ritz vector)."""
+
+def lanczos_top(apply: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, steps: int,
+                tol: float) -> tuple[float, torch.Tensor]:
+    """Lanczos with full reorthogonalisation on a symmetric operator ``apply`` from the unit vector
+    ``v`` (any shape; its dtype is the working precision), stopping early when the new direction's
+    norm is ≤ ``tol`` × the largest |α|: (top Ritz value, its Ritz vector, shaped like ``v``)."""
+    shape, dev = v.shape, v.device
+    m = max(1, min(steps, v.numel()))
+    q = torch.zeros((m, v.numel()), dtype=v.dtype, device=dev)
+    alpha: list[float] = []
+    beta: list[float] = []
+    q[0] = v.flatten()
+    for j in range(m):
+        w = apply(q[j].view(shape)).flatten()
+        alpha.append(float(q[j] @ w))
+        for _ in range(2):
+            w = w - q[:j + 1].T @ (q[:j + 1] @ w)
+        nrm = float(w.norm())
+        if j + 1 == m or not nrm > tol * max(abs(a) for a in alpha):
+            break
+        beta.append(nrm)
+        q[j + 1] = w / nrm
     k = len(alpha)
-    tri = torch.diag(torch.tensor(alpha, dtype=torch.float64, device=device))
+    tri = torch.diag(torch.tensor(alpha, dtype=torch.float64, device=dev))
     if k > 1:
-        off = torch.tensor(beta[:k - 1], dtype=torch.float64, device=device)
+        off = torch.tensor(beta[:k - 1], dtype=torch.float64, device=dev)
         tri += torch.diag(off, 1) + torch.diag(off, -1)
     vals, vecs = torch.linalg.eigh(tri)
-    return float(vals[-1]), vecs[:, -1]
+    return float(vals[-1]), (vecs[:, -1].to(v.dtype) @ q[:k]).view(shape)

@@ -45,7 +45,7 @@ import math
 import torch
 
 from .convolution import ConvSpec
-from .dense import ROUNDING_SLACK, tridiagonal_top
+from .dense import ROUNDING_SLACK, lanczos_top
 from .fourier import (
     _cholesky_certify,
     _dft_error,
@@ -171,8 +171,7 @@ def _group_bound(spec: ConvSpec, window: tuple[int, int, int, int], b: torch.Ten
     zc = torch.cat([zc, zc[mir].conj()])
     w1 = torch.cat([w1, (-w1[mir]) % m1])
     w2 = torch.cat([w2, (-w2[mir]) % m2])
-    rank = int(zc.shape[0])
-    if rank == 0:
+    if not zc.shape[0]:
         return math.inf  # nothing kept: the window bound is this bound
     freq = w1 * m2 + w2
     omega, col_freq = torch.unique(freq, return_inverse=True)
@@ -199,7 +198,6 @@ def _group_bound(spec: ConvSpec, window: tuple[int, int, int, int], b: torch.Ten
         return d[col_freq][:, col_freq] * gz / s, dp
 
     # λ_max of the majorant T_ρ⊗I + LLᴴ (Lanczos; an estimate: the certificate decides)
-
     def majorant(y: torch.Tensor) -> torch.Tensor:  # y: (o₁o₂, co) real
         yc = y.to(phi.dtype)
         a = (zc.conj() * (phi.mH @ yc)[col_freq]).sum(-1)  # Lᴴy·√s
@@ -207,11 +205,10 @@ def _group_bound(spec: ConvSpec, window: tuple[int, int, int, int], b: torch.Ten
         return t @ y + torch.real(phi @ back) / s
 
     gen = torch.Generator(device=dev).manual_seed(0)
-    theta = _operator_top(majorant, torch.randn((n, co), generator=gen, dtype=torch.float64, device=dev),
-                          SCHUR_LANCZOS_STEPS)
-    hi = theta
+    v0 = torch.randn((n, co), generator=gen, dtype=torch.float64, device=dev)
+    theta = lanczos_top(majorant, v0 / v0.norm().clamp_min(1e-300), SCHUR_LANCZOS_STEPS, 1e-14)[0]
     for margin in SCHUR_FINAL_MARGINS:
-        mu = hi * (1 + margin)
+        mu = theta * (1 + margin)
         if mu > upper * upper:
             break
         if _certify(mu, h_matrix, n, eye, z_fro2, o1 * o2 / (m1 * m2), co, s):
@@ -257,22 +254,3 @@ def _certify(mu: float, h_matrix, n: int, eye: torch.Tensor, z_fro2: float,  # t
         nu = 1 - e_h - 2 * slack
     return False
 
-
-def _operator_top(apply, v: torch.Tensor, steps: int) -> float:  # type: ignore[no-untyped-def]
-    """Lanczos (full reorthogonalisation) on a real symmetric operator from v: its top Ritz value."""
-    shape, dev = v.shape, v.device
-    m = max(1, min(steps, v.numel()))
-    q = torch.zeros((m, v.numel()), dtype=torch.float64, device=v.device)
-    alpha, beta = [], []
-    q[0] = v.flatten() / v.norm().clamp_min(1e-300)
-    for j in range(m):
-        w = apply(q[j].view(shape)).flatten()
-        alpha.append(float(q[j] @ w))
-        for _ in range(2):
-            w = w - q[:j + 1].T @ (q[:j + 1] @ w)
-        nrm = float(w.norm())
-        if j + 1 == m or nrm <= 1e-14 * max(abs(a) for a in alpha):
-            break
-        beta.append(nrm)
-        q[j + 1] = w / nrm
-    return tridiagonal_top(alpha, beta, dev)[0]
