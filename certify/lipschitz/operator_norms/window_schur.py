@@ -3,8 +3,9 @@
 
 The window bound replaces every frequency's symbol F(ω') = B(ω')B(ω')ᴴ/(s₁s₂) by λ_max·I, which
 forgets that the top channel direction turns with the frequency (up to ~1.5% on 8×8 windows of
-random 256-channel layers).  Here each symbol keeps its eigen-directions above a level τ exactly:
-F(ω') ⪯ ρ(ω')·I + Z(ω')Z(ω')ᴴ, Z the top eigenvectors scaled by √(λ − τ), and the layer's Gram
+random 256-channel layers).  Here each symbol keeps its eigen-directions above a level τ:
+F(ω') ⪯ ρ(ω')·I + Z(ω')Z(ω')ᴴ, Z the top eigenvectors (computed in single precision: any Z is sound,
+ρ is certified for the Z at hand) scaled by √(λ − τ), and the layer's Gram
 matrix on the output window is bounded by a Kronecker term plus a low-rank term, whose largest
 eigenvalue a Schur complement of side R (the number of kept directions) certifies.
 
@@ -51,7 +52,6 @@ from .fourier import (
     _dft_error,
     _full_grid,
     _grid,
-    _lanczos,
     _shifted_cholesky,
     _sq_norm,
     _window,
@@ -119,8 +119,10 @@ def _group_bound(spec: ConvSpec, window: tuple[int, int, int, int], b: torch.Ten
     fro2 = _sq_norm(b)  # ‖B̂‖_F² per frequency
     f = b @ b.mH
     f = (f + f.mH) / 2  # exactly Hermitian (what Cholesky and eigh read)
-    lam, vec = torch.linalg.eigh(f)  # ascending
-    lam = lam.clamp_min(0)
+    # eigen-directions in single precision (half the time): Z only has to be close to the top directions,
+    # since F − ZZᴴ ⪯ ρI is certified below in double precision whatever Z is
+    lam, vec = torch.linalg.eigh(f.to(torch.complex64 if f.dtype == torch.complex128 else f.dtype))  # ascending
+    lam, vec = lam.to(torch.float64).clamp_min(0), vec.to(f.dtype)
     # multiplicity on the full grid: columns 1 … M₂ − half also stand for their mirror (−ω)
     r2 = torch.arange(half, device=dev).repeat(m1)
     mirrored = (r2 >= 1) & (r2 <= m2 - half)
