@@ -19,16 +19,22 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _lipschitz_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
-    """The on-disk Lipschitz cache goes to a temporary directory, never to $HOME (also for CLI
-    subprocesses, which inherit the environment)."""
-    old = os.environ.get("LIPCERT_CACHE_DIR")
-    os.environ["LIPCERT_CACHE_DIR"] = str(tmp_path_factory.mktemp("lipcert-cache"))
+def _lipschitz_cache_off(tmp_path_factory: pytest.TempPathFactory):
+    """The on-disk Lipschitz cache is off (also for CLI subprocesses, which inherit the environment):
+    a signed entry is trusted, so a test that changes a certificate setting must not be answered by
+    another test's entry.  Its signing key goes to a temporary directory, never to $HOME.  The cache's
+    own tests turn it on in a tmp_path."""
+    names = ("LIPCERT_CACHE_DIR", "XDG_CONFIG_HOME", "LIPCERT_CACHE_KEY")
+    old = {n: os.environ.get(n) for n in names}
+    os.environ["LIPCERT_CACHE_DIR"] = "off"
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("lipcert-config"))
+    os.environ.pop("LIPCERT_CACHE_KEY", None)
     yield
-    if old is None:
-        os.environ.pop("LIPCERT_CACHE_DIR", None)
-    else:
-        os.environ["LIPCERT_CACHE_DIR"] = old
+    for n, v in old.items():
+        if v is None:
+            os.environ.pop(n, None)
+        else:
+            os.environ[n] = v
 
 
 def need_fmnist() -> Path:

@@ -2,9 +2,9 @@
 
 Results are cached by content: the graph's code, every weight's bytes, the norm, the input shape
 and box, and the batch sizes.  Changing a weight in place, or a new model that happens to reuse
-an old one's memory, always misses the cache.  Across runs, per-layer work (the convolutions'
-certificate hints and power-iteration estimates) is cached on disk by :mod:`.cache`; those
-entries are hints, and every bound is re-proven from the weights.
+an old one's memory, always misses the cache.  Across runs, the convolutions' bounds are cached
+on disk by :mod:`.cache`, keyed by their bytes, settings and the analysis code, and trusted only
+when this installation signed them.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from ..checkpoints import LoadedModel
 from ..data import ProgressFn
 from ..threat import Norm
 from . import rules  # noqa: F401  (fills the registry)
+from . import cache
 from .analyser import Analyser, Var
 from .forward import CertifiedForward, ForwardSet
 from .fperror import evaluate, row_norms
 from .graph import GraphError, analysis_inputs, box_radius, content_hash, example_shape, graphs
-from .operator_norms import ROUNDING_SLACK
+from .operator_norms import ROUNDING_SLACK, dense_max_flops
 from .registry import NoRule
 from .report import LayerBound, LipschitzReport
 
@@ -49,6 +50,7 @@ def analyse_with_forward(model: LoadedModel, *, norm: Norm | str = Norm.L2, inpu
                          ) -> tuple[LipschitzReport, ForwardSet | None]:
     """The report and, when verified, the forward pass the certificate runs (:mod:`.forward`)."""
     norm = Norm.parse(norm)
+    _check_settings()
     shape = example_shape(model, input_shape)
     bounds = tuple(float(b) for b in model.metadata.bounds)
     try:
@@ -69,6 +71,14 @@ def analyse_with_forward(model: LoadedModel, *, norm: Norm | str = Norm.L2, inpu
     if not report.verified:
         return report, None
     return report, ForwardSet({(None if g.dynamic else g.batch): f for g, (_, f) in results})
+
+
+def _check_settings() -> None:
+    """The environment's settings (``$LIPCERT_CONV_EXACT_FLOPS``, ``$LIPCERT_CACHE_KEY``), read up front so
+    a bad value is an input error, not an op the analyser could not evaluate."""
+    dense_max_flops()
+    if cache.cache_dir() is not None:
+        cache.secret()
 
 
 def _analyse_graph(ep: Any, source: str, batch: int, dynamic: bool, norm: Norm, shape: tuple[int, ...],

@@ -1,34 +1,45 @@
-"""A cache of per-layer analysis work across runs, keyed by the weights' exact bytes.
+"""A cache of per-layer bounds across runs, keyed by the weights' exact bytes and signed.
 
 Entries are JSON files (never pickle: reading one runs no code) in ``$LIPCERT_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/lipcert``, else ``~/.cache/lipcert``; ``LIPCERT_CACHE_DIR=off`` turns the cache
 off.  The key is a sha256 of the layer's exact weight bytes, dtype and shape, every parameter of
-the op (stride, padding, input shape, …), the method name and :data:`VERSION`, so a changed weight
-always misses.
+the op (stride, padding, input shape, the certificate settings, …), the method name, :data:`VERSION`
+and the :func:`fingerprint` of the analysis code, so a changed weight, setting or lipcert always misses.
 
-**What is cached is never trusted as a bound.**  An entry holds *hints*: the μ the Fourier bound was
-certified at (the Cholesky certificate is re-run at that μ on every use, and a hint that does not
-certify falls back to the full computation) and the power-iteration estimate the choice of
-certificates started from.  A re-check from an honest entry gives the first run's bound bit for bit
-(the bound depends on μ only, not on how μ was found), so results do not depend on the cache.  A
-corrupted or forged entry can only slow the analysis down, change the displayed estimate or which
-sound certificate is tried, never make a bound unsound.  Any unreadable, malformed or mismatched entry is a
-miss; write failures (read-only home, full disk) are ignored.
+**An entry is trusted only when this installation signed it.**  Each entry carries an HMAC-SHA256
+over its whole content under a secret that never lives in the cache directory: ``$LIPCERT_CACHE_KEY``
+(≥ 16 characters; lets CI machines that share a secret share a cache) or else 32 random bytes in
+``$XDG_CONFIG_HOME/lipcert/cache.key`` (``~/.config/lipcert/cache.key``), created on first use,
+private to the user (mode 0600; a key file others can read or write is refused).  A bound read back
+is one that this code proved from these exact weights in an earlier run, so a warm run skips the
+proof; anyone able to forge a signature could as well edit lipcert itself.  An entry that is
+unsigned, signed with another key, altered, malformed or from other code is a miss, and its layer
+is proven again; with no usable key (a read-only home, say) the cache is off.  Write failures (a
+read-only cache, a full disk) are ignored.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import json
 import math
 import os
+import secrets
+import stat
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-#: Bumped whenever a cached method changes meaning.
-VERSION = 3
+from ..errors import BadInputError
+
+#: Bumped whenever a cached method changes meaning (the code fingerprint changes with every edit anyway).
+VERSION = 4
+#: The shortest ``$LIPCERT_CACHE_KEY`` accepted.
+MIN_KEY_CHARS = 16
 
 
 def cache_dir() -> Path | None:
@@ -41,11 +52,76 @@ def cache_dir() -> Path | None:
     return base / "lipcert"
 
 
+def key_file() -> Path:
+    """Where the signing secret is kept when ``$LIPCERT_CACHE_KEY`` is not set."""
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".config") / "lipcert" / "cache.key"
+
+
+def secret() -> bytes | None:
+    """The signing secret: ``$LIPCERT_CACHE_KEY``, else the private key file (created if absent); None
+    when neither can be had (the cache is then off)."""
+    env = os.environ.get("LIPCERT_CACHE_KEY")
+    if env is not None and env.strip():
+        if len(env.strip()) < MIN_KEY_CHARS:
+            raise BadInputError(f"LIPCERT_CACHE_KEY must be at least {MIN_KEY_CHARS} characters (a shared secret, "
+                                f"e.g. 64 hex digits), got {len(env.strip())}")
+        return env.strip().encode()
+    path = key_file()
+    try:
+        if not path.exists():
+            _create_key(path)
+        return _read_key(path)
+    except OSError:
+        return None
+
+
+def _create_key(path: Path) -> None:
+    """Writes 32 random bytes (hex) to ``path``, mode 0600, atomically: a concurrent run either wins the
+    link or reads the winner's complete file."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_key(path: Path) -> bytes | None:
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    if sys.platform != "win32" and (st.st_mode & 0o077 or st.st_uid != os.getuid()):
+        return None  # readable or writable by others, or not ours: not a secret
+    text = path.read_text(encoding="ascii").strip()
+    return text.encode() if len(text) >= MIN_KEY_CHARS else None
+
+
+@functools.lru_cache(maxsize=1)
+def fingerprint() -> str:
+    """sha256 of the analysis code (every ``certify/lipschitz`` module and ``certify/defaults.py``) and
+    torch's version: an upgrade, a fix or a local edit invalidates every entry."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256(f"torch {torch.__version__}\n".encode())
+    files = sorted(root.rglob("*.py")) + [root.parent / "defaults.py"]
+    for f in files:
+        h.update(str(f.relative_to(root.parent)).encode() + b"\0")
+        h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def tensor_key(method: str, tensor: torch.Tensor, params: dict[str, Any]) -> str:
-    """sha256 of the method, :data:`VERSION`, the parameters and the tensor's exact bytes."""
+    """sha256 of the method, :data:`VERSION`, the code's :func:`fingerprint`, the parameters and the
+    tensor's exact bytes."""
     data = tensor.detach().to("cpu").contiguous()
     h = hashlib.sha256()
-    h.update(json.dumps({"method": method, "version": VERSION, "dtype": str(data.dtype),
+    h.update(json.dumps({"method": method, "version": VERSION, "code": fingerprint(), "dtype": str(data.dtype),
                          "shape": list(data.shape), "params": params}, sort_keys=True).encode())
     h.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     return h.hexdigest()
@@ -56,34 +132,54 @@ def _path(key: str) -> Path | None:
     return None if root is None else root / "layers" / key[:2] / f"{key}.json"
 
 
-def load(key: str, fields: tuple[str, ...]) -> dict[str, float] | None:
-    """The entry's finite, positive float ``fields``, or None (a miss) on any problem."""
+def _mac(sec: bytes, body: dict[str, Any]) -> str:
+    return hmac.new(sec, json.dumps(body, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+
+
+def load(key: str, numbers: tuple[str, ...], texts: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The entry's finite, positive float ``numbers`` and string ``texts``, or None (a miss) unless the
+    entry exists, is well formed and carries this installation's signature."""
     path = _path(key)
     if path is None:
+        return None
+    sec = secret()
+    if sec is None:
         return None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(raw, dict) or raw.get("key") != key or raw.get("version") != VERSION:
             return None
-        out = {}
-        for f in fields:
+        mac = raw.pop("mac", None)
+        if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(sec, raw)):
+            return None
+        out: dict[str, Any] = {}
+        for f in numbers:
             v = raw[f]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 return None
             out[f] = float(v)
+        for f in texts:
+            if not isinstance(raw[f], str):
+                return None
+            out[f] = raw[f]
         return out
     except Exception:  # noqa: BLE001 - unreadable or malformed: a miss
         return None
 
 
-def store(key: str, values: dict[str, float]) -> None:
+def store(key: str, values: dict[str, Any]) -> None:
+    """Writes a signed entry (nothing when the cache is off, there is no key, or it cannot be written)."""
     path = _path(key)
     if path is None:
+        return
+    sec = secret()
+    if sec is None:
         return
     try:
         from ..io import write_text_atomic
 
+        body = dict(values, key=key, version=VERSION)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(dict(values, key=key, version=VERSION), sort_keys=True))
+        write_text_atomic(path, json.dumps(dict(body, mac=_mac(sec, body)), sort_keys=True))
     except Exception:  # noqa: BLE001 - a cache that cannot be written is simply not written
         return

@@ -17,7 +17,7 @@ class LayerBound:
     estimate: float | None = None
     #: how the bound was obtained, when a rule has several methods (e.g. "fourier", "cholesky")
     method: str | None = None
-    #: True when cached work from an earlier run was reused (the bound itself is always re-proven)
+    #: True when the bound is one this installation proved and signed in an earlier run (the disk cache)
     reused: bool = False
 
 

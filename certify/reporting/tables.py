@@ -147,7 +147,8 @@ def lipschitz_table(report: Any) -> Table:
         t.add_row(lb.name, op, _num(lb.bound), _num(lb.estimate), ratio)
     reused = sum(lb.reused for lb in report.layers)
     if reused:
-        t.caption = f"{reused} layer(s) reused cached work (hints only; every bound re-proven)"
+        t.caption = (f"{reused} layer(s) reused a bound this installation proved and signed in an earlier run "
+                     "(LIPCERT_CACHE_DIR=off proves them again)")
     if report.per_logit_bounds:
         t.add_section()
         t.add_row("per-logit", "", ", ".join(f"{b:.4g}" for b in report.per_logit_bounds), "", "")

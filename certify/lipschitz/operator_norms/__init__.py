@@ -40,7 +40,7 @@ never used to decide a certificate).
 from . import fourier as _fourier
 from .cholesky import conv_cholesky_bound, conv_matrix
 from .conv_exact import conv_dense_bound, dense_gram
-from .conv_l2 import ConvL2, conv_l2, conv_l2_bound
+from .conv_l2 import ConvL2, conv_l2, conv_l2_bound, dense_max_flops
 from .convolution import (
     L2NNN_GRAM_ITERATIONS,
     ConvSpec,
@@ -71,6 +71,6 @@ __all__ = [
     "L2NNN_GRAM_ITERATIONS", "ROUNDING_SLACK", "ConvL2", "ConvSpec", "FourierBound", "b_bound",
     "conv_circulant_bound", "conv_cholesky_bound", "conv_dense_bound", "conv_fourier_blocks",
     "conv_fourier_bound", "conv_l2", "conv_l2_bound", "conv_l2nnn_bound", "conv_linf_bound", "conv_matrix",
-    "conv_power_estimate", "conv_power_estimate_from", "dense_gram", "effective_kernel", "gram_bound",
-    "linf_matrix_norm", "matrix_power_estimate", "power_iteration",
+    "conv_power_estimate", "conv_power_estimate_from", "dense_gram", "dense_max_flops", "effective_kernel",
+    "gram_bound", "linf_matrix_norm", "matrix_power_estimate", "power_iteration",
 ]

@@ -77,8 +77,8 @@ class ConvL2:
     """A convolution's guaranteed L2 bound, the estimate of the layer's own norm (the power iteration's,
     raised by the dense certificate's Ritz value when it ran), ``hint``: the μ of the Fourier bound, and
     ``power``: the power-iteration value the choice of certificates was made from.  ``conv_l2(spec,
-    hint=hint, estimate=power)`` gives the same bound, method and estimate again (what the disk cache
-    replays)."""
+    hint=hint, estimate=power)`` gives the same bound, method and estimate again (a re-check that skips
+    the search for μ)."""
 
     def __init__(self, bound: float, estimate: float, hint: float, method: str, power: float):
         self.bound, self.estimate, self.hint, self.method, self.power = bound, estimate, hint, method, power
@@ -120,7 +120,7 @@ def _conv_l2(spec: ConvSpec, hint: float | None, estimate: float | None) -> Conv
             estimate = conv_power_estimate_from(spec, None)
         exact = conv_dense_bound(spec, estimate, limit, seeded=True)
         if exact is not None:
-            # hint: any positive number (this path does not read it; the disk cache keeps positive hints)
+            # hint: any positive number (this path does not read it)
             return ConvL2(exact[0], max(estimate, exact[1]), estimate * estimate, "dense-cholesky", estimate)
         dense_flops = math.inf  # tried: not again below
     fb = conv_fourier_bound(spec, hint)

@@ -159,16 +159,19 @@ def conv(a: Analyser, b: Bound) -> Var:
         a.record(b.node, bound, bound)
     else:
         params = {"stride": list(spec.stride), "padding": list(spec.padding), "dilation": list(spec.dilation),
-                  "groups": spec.groups, "in_shape": list(spec.in_shape)}
-        key = cache.tensor_key("conv-l2-fourier", weight, params)
-        hit = cache.load(key, ("hint", "estimate"))
-        # a hit only seeds the certificate and the estimate the choice of methods starts from: the bound is
-        # re-proven, and equals the first run's (the same μ, the same choices)
-        res = on.conv_l2(spec, hint=hit["hint"] if hit else None, estimate=hit["estimate"] if hit else None)
-        if hit is None:
-            cache.store(key, {"hint": res.hint, "estimate": res.power})
-        bound = res.bound
-        a.record(b.node, bound, res.estimate, res.method, reused=hit is not None)
+                  "groups": spec.groups, "in_shape": list(spec.in_shape), "device": spec.weight.device.type,
+                  "dense_max_flops": on.dense_max_flops(spec.weight.device)}
+        key = cache.tensor_key("conv-l2", weight, params)
+        hit = cache.load(key, ("bound", "estimate"), ("method",))
+        if hit is None:  # a signed hit is a bound this code proved from these bytes and settings in an earlier run
+            res = on.conv_l2(spec)
+            hit = {"bound": res.bound, "estimate": res.estimate, "method": res.method}
+            if res.bound > 0 and res.estimate > 0:  # (the zero map is cheap to prove again)
+                cache.store(key, hit)
+            a.record(b.node, res.bound, res.estimate, res.method)
+        else:
+            a.record(b.node, hit["bound"], hit["estimate"], hit["method"], reused=True)
+        bound = hit["bound"]
     lip, err = v.lip * bound, v.err * bound
     n = int(weight[0].numel()) + (1 if b.raw["bias"] is not None else 0)
     err = err + a.accumulated(b, n, _conv_abs_norm(a, spec), b.raw["input"], v,
