@@ -77,7 +77,6 @@ def dense_gram(spec: ConvSpec) -> tuple[torch.Tensor, bool, int]:
     input_side = c * n_in <= o * n_out
     if input_side:  # sum over output pixels q: rows pos[q, t], columns pos[q, t']
         index, n, blk, inner = pos, n_in, c, o
-        prod = torch.einsum("toc,uod->tucd", wt, wt)
     else:  # sum over input pixels p: rows q with pos[q, t] = p, columns q' with pos[q', t'] = p
         index = torch.full((n_in, taps), -1, dtype=torch.long, device=wt.device)
         q = torch.arange(n_out, device=wt.device).view(-1, 1).expand(-1, taps)
@@ -85,7 +84,13 @@ def dense_gram(spec: ConvSpec) -> tuple[torch.Tensor, bool, int]:
         ok = pos >= 0
         index[pos[ok], t[ok]] = q[ok]  # for a fixed tap, q ↦ pos[q, t] is injective
         n, blk, inner = n_out, o, c
-        prod = torch.einsum("toc,udc->tuod", wt, wt)
+    # P[t, t'] = W_tᵀW_t' (input side) or W_tW_t'ᵀ, each pair t ≤ t' multiplied once: P[t', t] = P[t, t']ᵀ
+    first, second = torch.triu_indices(taps, taps, device=wt.device)
+    half = wt[first].mT @ wt[second] if input_side else wt[first] @ wt[second].mT
+    prod = torch.empty((taps, taps, blk, blk), dtype=wt.dtype, device=wt.device)
+    prod[first, second] = half
+    prod[second, first] = half.mT
+    del half
     g = torch.zeros((n * n, blk, blk), dtype=torch.float64, device=wt.device)
     for a in range(taps):
         for b in range(taps):
@@ -139,7 +144,7 @@ def conv_dense_bound(spec: ConvSpec, estimate: float = 0.0,
             estimate = max(estimate, _ratio(spec, vec[0], input_side))
         for margin in DENSE_MARGINS:
             mu = lam0 * (1 + margin) + 1e-300
-            ok, slack = _cholesky_certify(g.unsqueeze(0), mu)
+            ok, slack = _cholesky_certify(g.unsqueeze(0), mu, inplace=True)
             if bool(ok.all()):
                 lam_bound = (mu + slack + gram_err) * (1 + 8 * u)
                 return math.sqrt(lam_bound) * (1 + 4 * u) * (1 + ROUNDING_SLACK), estimate

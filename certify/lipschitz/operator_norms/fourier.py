@@ -162,21 +162,34 @@ def _lanczos(g: torch.Tensor, steps: int, v: torch.Tensor) -> tuple[torch.Tensor
     return lam, vec
 
 
-def _shifted_cholesky(g: torch.Tensor, mu: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(R, ok): the Cholesky factors of μI − G(ω) in floating point and which completed; ``mu`` is one
-    shift for all, or one per matrix."""
-    a = -g
-    shift = mu.to(a.dtype).unsqueeze(-1) if isinstance(mu, torch.Tensor) else mu
-    a.diagonal(dim1=-2, dim2=-1).add_(shift)
-    r, info = torch.linalg.cholesky_ex(a)
+def _shifted_cholesky(g: torch.Tensor, mu: float | torch.Tensor,
+                      inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, ok): the Cholesky factors of fl(μI − G(ω)) and which completed; ``mu`` is one shift for all,
+    or one per matrix.  ``inplace``: form μI − G in g's memory and restore g exactly afterwards (the
+    negation is exact and the diagonal is put back from a copy), saving a copy of a large g."""
+    shift = mu.to(g.dtype).unsqueeze(-1) if isinstance(mu, torch.Tensor) else mu
+    if not inplace:
+        a = -g
+        a.diagonal(dim1=-2, dim2=-1).add_(shift)
+        r, info = torch.linalg.cholesky_ex(a)
+        return r, info == 0
+    diag = g.diagonal(dim1=-2, dim2=-1).clone()
+    g.neg_()
+    try:
+        g.diagonal(dim1=-2, dim2=-1).add_(shift)
+        r, info = torch.linalg.cholesky_ex(g)
+    finally:
+        g.diagonal(dim1=-2, dim2=-1).copy_(-diag)
+        g.neg_()
     return r, info == 0
 
 
-def _cholesky_certify(g: torch.Tensor, mu: float) -> tuple[torch.Tensor, float]:
+def _cholesky_certify(g: torch.Tensor, mu: float, inplace: bool = False) -> tuple[torch.Tensor, float]:
     """Which μI − G(ω) factor in floating point, and the rounding slack that certifies
-    λ_max(G(ω)) ≤ μ + slack for those (Demmel's backward error of Cholesky)."""
+    λ_max(G(ω)) ≤ μ + slack for those (Demmel's backward error of Cholesky); ``inplace``: see
+    :func:`_shifted_cholesky`."""
     n = g.shape[-1]
-    r, ok = _shifted_cholesky(g, mu)
+    r, ok = _shifted_cholesky(g, mu, inplace)
     u = 2.0 ** -53
     gamma = 8 * (n + 2) * u / (1 - 8 * (n + 2) * u)  # complex arithmetic: ≥ γ_{n+1} with room to spare
     fro2 = float(_sq_norm(r)[ok].max()) if bool(ok.any()) else 0.0
