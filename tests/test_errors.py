@@ -34,6 +34,7 @@ class Case:
     message: str  # a fragment the one-line message must contain
     out: str = "--json"  # the option that would write an output file (checked not to exist)
     full_disk: bool = False  # simulate a full disk while writing (exit 3)
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the run ({tmp}: the test's tmp_path)
 
     def __repr__(self) -> str:
         return self.id
@@ -189,6 +190,10 @@ LIPSCHITZ_CASES: list[Case] = [
     Case("lipschitz-bad-norm", "lipschitz: an unknown norm", ("lipschitz", "{good}", "--norm", "l1"), 2, "l1"),
     Case("lipschitz-limit-zero", "lipschitz: --limit 0", ("lipschitz", "{good}", "--data", "{data}", "--limit", "0"), 2, "--limit"),
     Case("lipschitz-nan-inputs", "lipschitz: inputs with NaN", ("lipschitz", "{good}", "--data", "{data_nan}"), 2, "NaN"),
+    Case("cache-key-too-short", "LIPCERT_CACHE_KEY shorter than 16 characters", (*GOOD, "--eps", "1"), 2, "LIPCERT_CACHE_KEY must be at least 16",
+         env=(("LIPCERT_CACHE_DIR", "{tmp}/cache"), ("LIPCERT_CACHE_KEY", "short"))),
+    Case("conv-exact-flops-bad", "LIPCERT_CONV_EXACT_FLOPS that is not a number ≥ 0", (*GOOD, "--eps", "1"), 2,
+         "LIPCERT_CONV_EXACT_FLOPS must be a number", env=(("LIPCERT_CONV_EXACT_FLOPS", "lots"),)),
     Case("data-lipschitz-missing", "data-lipschitz: data path that does not exist", ("data-lipschitz", "{missing}"), 2, "neither a file"),
     Case("data-lipschitz-empty", "data-lipschitz: a dataset with no examples", ("data-lipschitz", "{data_empty}"), 2, "is empty"),
     Case("data-lipschitz-one-class", "data-lipschitz: all labels equal (no pair to compare)", ("data-lipschitz", "{data_one_class}"), 2, "different labels"),
@@ -472,6 +477,8 @@ def test_catalogue(case: Case, files, tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(PdfPages, "savefig", full)
+    for name, value in case.env:
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
     out = tmp_path / "result.json"
     argv = [a.format(**files, result=str(out)) for a in case.argv]
     if case.out not in argv:
