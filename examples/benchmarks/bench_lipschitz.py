@@ -6,16 +6,18 @@ Run:  PYTHONPATH=. python examples/benchmarks/bench_lipschitz.py --analysis [--b
 
 ``--analysis`` prints, per model (the shipped CNN and L2NNN, ResNet-18-shaped nets at widths 16
 and 64, random with BatchNorm statistics set, and briefly trained): the analysis time from a
-fresh process with an empty disk cache (after torch.export's one-off first use, shown apart), the time again with the disk cache warm, the conv layers'
-bound / power-iteration ratio (max and median) and the global bound.  ``--baseline DIR`` runs
-the same measurement with another checkout's ``certify`` (e.g. ``git archive`` of main) and
-prints both side by side with the speed-up; each model runs in its own process with a time
-limit (``--limit``).  The ratio compares the guaranteed bound with a power-iteration estimate of
-the layer itself (zero padding): on small inputs (4×4, 8×8) it includes the true gap between
-circular and zero padding, which the Fourier bound cannot see and the dense Cholesky certificate
-closes where its work (side³/3 flops) is within ``$LIPCERT_CONV_EXACT_FLOPS`` (default 3e9; set
-it in the environment to compare, e.g. 3e10), and the estimate's own shortfall (30 float32 power
-steps reach 0.991-0.999 of a 500-step value on 8×8 layers).
+fresh process with an empty disk cache (after torch.export's one-off first use, shown apart), the
+time again with the disk cache warm (the signed per-convolution bounds read back; the graph is
+still exported and every other rule still runs), the conv layers' bound / estimate ratio (max and
+median) and the global bound.  ``--baseline DIR`` runs the same measurement with another
+checkout's ``certify`` (e.g. a ``git worktree`` of an older commit) and prints both side by side
+with the speed-up of the fresh run; each model runs in its own process with a time limit
+(``--limit``).  The ratio compares the guaranteed bound with a Lanczos estimate of the layer itself
+(zero padding; 60 steps, ‖Ax‖/‖x‖ at the Ritz vector, never above ‖A‖): on small inputs (4×4, 8×8)
+the Fourier bound sees circular padding, and the window bounds and the dense Cholesky certificate
+(side³/3 flops within LIPSCHITZ_CONV_DENSE_MAX_FLOPS: 2e11 on a CPU, 1e13 on a CUDA device, or
+``$LIPCERT_CONV_EXACT_FLOPS``) close that gap.  Run nothing else meanwhile: two processes with
+OpenMP threads on 2 cores slow each other down many times over.
 """
 
 from __future__ import annotations
@@ -105,35 +107,47 @@ def resnet(width: int, trained: bool) -> nn.Module:
     return net.eval()
 
 
-def load(name: str):  # type: ignore[no-untyped-def]
+def load(name: str, device: str = "cpu"):  # type: ignore[no-untyped-def]
+    """The model ``name`` on ``device`` (the analysis runs where the weights are)."""
     from certify.checkpoints import LoadedModel, ModelMetadata, load_model
 
     if name == "cnn":
-        return load_model(ROOT / "examples/models/fmnist_baseline.pt2")
+        return load_model(ROOT / "examples/models/fmnist_baseline.pt2", device=device)
     if name == "l2nnn":
-        return load_model(ROOT / "examples/models/fmnist_l2nnn.pt2")
+        return load_model(ROOT / "examples/models/fmnist_l2nnn.pt2", device=device)
     width = int(name.split("-w")[1].split("-")[0])
-    module = resnet(width, name.endswith("trained"))
+    module = resnet(width, name.endswith("trained")).to(device)
     return LoadedModel(module=module, format="nn.Module", path="<memory>", sha256="0",
                        metadata=ModelMetadata(input_shape=(3, 32, 32)))
 
 
-def measure_one(name: str, threads: int) -> dict[str, object]:
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_one(name: str, threads: int, device: str = "cpu") -> dict[str, object]:
     """Runs in a fresh process: analysis time with an empty disk cache, then with it warm."""
     torch.set_num_threads(threads)
     from certify.lipschitz import analyse, analysis
 
-    model = load(name)
+    model = load(name, device)
     os.environ["LIPCERT_CACHE_DIR"] = tempfile.mkdtemp(prefix="lipcert-bench-")
     start = time.perf_counter()  # torch.export's first use in a process (imports, tracing machinery)
-    torch.export.export(nn.Linear(2, 2), (torch.zeros(1, 2, device="cpu"),))
+    torch.export.export(nn.Linear(2, 2).to(device), (torch.zeros(1, 2, device=device),))
+    if torch.device(device).type == "cuda":  # and the CUDA context, cuSOLVER and cuBLAS handles
+        torch.linalg.cholesky(torch.eye(2, dtype=torch.float64, device=device))
+        torch.linalg.eigh(torch.eye(2, dtype=torch.complex64, device=device))
+    _sync(device)
     startup = time.perf_counter() - start
     start = time.perf_counter()
     rep = analyse(model, norm="l2")
+    _sync(device)
     fresh = time.perf_counter() - start
     analysis._CACHE.clear()
     start = time.perf_counter()
     rep2 = analyse(model, norm="l2")
+    _sync(device)
     warm = time.perf_counter() - start
     ratios = [lb.bound / lb.estimate for lb in rep.layers if lb.op.startswith("conv") and lb.estimate]
     return {"startup": startup, "fresh": fresh, "warm": warm, "global": rep.global_bound, "global_warm": rep2.global_bound,
@@ -141,9 +155,9 @@ def measure_one(name: str, threads: int) -> dict[str, object]:
             "convs": len(ratios), "reused": sum(bool(getattr(lb, "reused", False)) for lb in rep2.layers)}
 
 
-def run_one(name: str, threads: int, path: Path, limit: float) -> dict[str, object] | None:
+def run_one(name: str, threads: int, path: Path, limit: float, device: str = "cpu") -> dict[str, object] | None:
     env = dict(os.environ, PYTHONPATH=str(path))
-    cmd = [sys.executable, __file__, "--one", name, "--threads", str(threads)]
+    cmd = [sys.executable, __file__, "--one", name, "--threads", str(threads), "--device", device]
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -155,15 +169,19 @@ def run_one(name: str, threads: int, path: Path, limit: float) -> dict[str, obje
     return json.loads(lines[-1])
 
 
-def analysis_table(models: list[str], threads: int, baseline: Path | None, limit: float) -> None:
-    print(f"Lipschitz analysis, CPU, torch threads = {threads} (times in s; '>' = did not finish in the limit;"
-          " export* = torch.export's one-off first use in a process, not included in 'fresh')")
+def analysis_table(models: list[str], threads: int, baseline: Path | None, limit: float, device: str = "cpu",
+                   rows: bool = False) -> None:
+    """The table (see the module docs); ``rows``: also one markdown row per model (gpu_check.sh collects them)."""
+    where = torch.cuda.get_device_name(torch.device(device)) if torch.device(device).type == "cuda" else "CPU"
+    print(f"Lipschitz analysis, {where}, torch threads = {threads} (times in s; '>' = did not finish in the limit;"
+          " export* = torch.export's one-off first use in a process (on a GPU also the CUDA context), not included"
+          " in 'fresh')")
     head = f"{'model':<22}{'export*':>8}{'fresh':>8}{'warm':>8}{'ratio max':>11}{'median':>9}{'global':>13}"
     if baseline is not None:
         head += f"  |{'base':>9}{'speed-up':>9}{'base max':>10}{'base global':>13}"
     print(head)
     for name in models:
-        new = run_one(name, threads, ROOT, limit)
+        new = run_one(name, threads, ROOT, limit, device)
         row = f"{name:<22}"
         if new is None:
             row += f"{'>' + format(limit, '.0f'):>8}"
@@ -171,7 +189,7 @@ def analysis_table(models: list[str], threads: int, baseline: Path | None, limit
             row += (f"{new['startup']:>8.2f}{new['fresh']:>8.2f}{new['warm']:>8.2f}{new['ratio_max']:>11.4f}{new['ratio_median']:>9.4f}"
                     f"{new['global']:>13.6g}")
         if baseline is not None:
-            base = run_one(name, threads, baseline, limit)
+            base = run_one(name, threads, baseline, limit, device)
             if base is None:
                 row += f"  |{'>' + format(limit, '.0f'):>9}{'—':>9}"
             else:
@@ -179,6 +197,13 @@ def analysis_table(models: list[str], threads: int, baseline: Path | None, limit
                 row += (f"  |{base['fresh']:>9.2f}{speed:>8.1f}×{base['ratio_max']:>10.4f}"
                         f"{base['global']:>13.6g}")
         print(row, flush=True)
+        if rows:
+            target = {"cnn": "< 1 s on CPU", "resnet18-w64": "< 20 s on 2 CPU cores, < 2 s on an H100/H200"}.get(
+                name, "ratio ≤ 1.01")
+            value = ("did not finish in %.0f s" % limit if new is None else
+                     f"fresh {new['fresh']:.2f} s, warm {new['warm']:.2f} s, conv ratio max {new['ratio_max']:.4f}, "
+                     f"global {new['global']:.6g}")
+            print(f"| lipschitz analysis {name} on {where} | {value} | {target} |", flush=True)
 
 
 def main() -> None:
@@ -190,13 +215,15 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, default=None, help="another checkout to compare with")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--limit", type=float, default=400.0, help="seconds per model and checkout")
+    ap.add_argument("--rows", action="store_true", help="--analysis: also one markdown row per model")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.one:
-        print(json.dumps(measure_one(args.one, args.threads)))
-        return
-    if args.analysis:
-        analysis_table(args.models.split(","), args.threads, args.baseline, args.limit)
+    if args.analysis or args.one:
+        dev = str(resolve_device(args.device))
+        if args.one:
+            print(json.dumps(measure_one(args.one, args.threads, dev)))
+        else:
+            analysis_table(args.models.split(","), args.threads, args.baseline, args.limit, dev, args.rows)
         return
     dev = resolve_device(args.device)
     sets = [("mnist5k", "train", None), ("mnist", "test", "/work/shared/data/mnist")]

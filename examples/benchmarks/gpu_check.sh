@@ -6,6 +6,8 @@
 #   4. bench_cli.py                  (lipcert start-up; certify and attack from the shell, wall time)
 #   5. bench_distributed.py          (torchrun with max(2, GPUs) ranks vs 1 process, same JSON: NCCL when
 #                                     every rank has a GPU of its own, gloo when 2 ranks share the one GPU)
+#   6. bench_lipschitz.py --analysis (the sound Lipschitz analysis on the device: shipped CNN and L2NNN,
+#                                     ResNet-18 at widths 16 and 64, fresh and with the signed cache warm)
 # and prints one table of the results, with the device named.
 #
 #   examples/benchmarks/gpu_check.sh [--wheels DIR] [--full-suite] [--cpu-dry-run] [--out DIR]
@@ -87,6 +89,9 @@ step attacks-pgd 240 "$PY" examples/benchmarks/bench_attacks.py --n "$N" --batch
 step attacks-autoattack 180 "$PY" examples/benchmarks/bench_attacks.py --n "$N_AA" --batch-size 500 \
   --device "$DEVICE" --epochs "$EPOCHS" --n-train "$NTRAIN" --sections 3 --suite-seeds 0
 step cli 120 "$PY" examples/benchmarks/bench_cli.py --repeats 5 --device "$DEVICE" --n "$N"
+if [ "$DRY" = 1 ]; then LIP_MODELS=cnn,l2nnn,resnet18-w16; else LIP_MODELS=cnn,l2nnn,resnet18-w16,resnet18-w64,resnet18-w64-trained; fi
+step lipschitz-analysis 240 "$PY" examples/benchmarks/bench_lipschitz.py --analysis --rows --device "$DEVICE" \
+  --threads "$CORES" --models "$LIP_MODELS" --limit 120
 GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count() if '$DEVICE' == 'cuda' else 0)")
 PROCS=$(( GPUS > 2 ? GPUS : 2 ))
 step "distributed-$PROCS-ranks" 300 "$PY" examples/benchmarks/bench_distributed.py --n "$N" --procs "$PROCS" \
