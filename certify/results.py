@@ -207,7 +207,7 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
     if per_example:
         ex = report.examples
         out["per_example"] = {name: jsonable(getattr(ex, name)) for name in ATTACK_EXAMPLE_COLUMNS}
-        out["per_example"]["radius_method"] = _method_names(ex)
+        out["per_example"]["radius_method"] = radius_method_names(ex)
         out["per_example"]["robust"] = jsonable(ex.robust)  # points × eps: worst-case robust (for resuming)
         # points × eps: certified, broken or open
         out["per_example"]["status"] = np.stack([ex.status(i, e) for i, e in enumerate(report.eps)], axis=1
@@ -215,7 +215,8 @@ def attack_json(report: Any, argv: Sequence[str] | None = None, *, per_example: 
     return jsonable(out)
 
 
-def _method_names(ex: Any) -> list[str | None]:
+def radius_method_names(ex: Any) -> list[str | None]:
+    """Per point, the name of the certificate that gave its radius (None where nothing certified it)."""
     from .certificates.auto_plan import method_names
 
     return method_names(ex.radius_method) if ex.radius_method is not None else [None] * len(ex)

@@ -45,7 +45,10 @@ def test_json_to_stdout(model_path, tmp_path):
     assert [r["steps"] for r in out["iteration_scaling"] if r["attack"] == "pgd" and r["eps"] == 0.1] == [5, 20]
     assert set(out["per_example"]) == {"index", "label", "prediction", "gap", "margin", "radius",
                                        "min_adv_distance", "min_adv_attack", "radius_method", "robust", "status"}
-    assert csv.read_text().splitlines()[0] == "index,label,prediction,gap,margin,radius,min_adv_distance,min_adv_attack"
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "index,label,prediction,gap,margin,radius,radius_method,min_adv_distance,min_adv_attack"
+    methods = [line.split(",")[6] or None for line in lines[1:]]
+    assert methods == out["per_example"]["radius_method"] and len(methods) == 60
     assert "Iteration scaling" in result.stderr  # tables go to stderr when stdout carries JSON
 
 

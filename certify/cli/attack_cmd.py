@@ -66,7 +66,8 @@ from .output import (
 @data_options
 @run_options
 @click.option("--per-example", "per_example_path", default=None,
-              help="Write a CSV index,label,prediction,gap,margin,radius,min_adv_distance,min_adv_attack.")
+              help="Write a CSV index,label,prediction,gap,margin,radius,radius_method,min_adv_distance,"
+                   "min_adv_attack.")
 @click.option("--resume", "resume_path", default=None, type=click.Path(dir_okay=False),
               help="Continue a run from its partial JSON (written when a run is interrupted); same settings.")
 def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..results import ATTACK_EXAMPLE_COLUMNS
+from ..results import ATTACK_EXAMPLE_COLUMNS, radius_method_names
 
 if TYPE_CHECKING:
     from ..certificates import Examples
@@ -32,12 +32,18 @@ def examples_csv(ex: Examples, extra: dict[str, Sequence[Any]] | None = None) ->
 
 
 def attack_examples_csv(report: Any) -> str:
-    """CSV of :data:`certify.results.ATTACK_EXAMPLE_COLUMNS` of an attack run."""
+    """CSV of :data:`certify.results.ATTACK_EXAMPLE_COLUMNS` of an attack run, with ``radius_method`` (the
+    certificate that gave the radius, by name; empty where nothing certified the point) after ``radius``."""
     ex = report.examples
+    cols = list(ATTACK_EXAMPLE_COLUMNS)
+    at = cols.index("radius") + 1
+    arrays = [getattr(ex, c) for c in cols]
+    cols.insert(at, "radius_method")
+    arrays.insert(at, radius_method_names(ex))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(ATTACK_EXAMPLE_COLUMNS)
-    for row in zip(*(getattr(ex, c) for c in ATTACK_EXAMPLE_COLUMNS)):
+    w.writerow(cols)
+    for row in zip(*arrays):
         w.writerow([_cell(v) for v in row])
     return buf.getvalue()
 
