@@ -121,6 +121,7 @@ def test_forged_altered_foreign_and_unsigned_entries_are_misses(on_disk) -> None
     forged(lambda f: f.write_text(json.dumps({"bound": "1", "estimate": 2.0})))
     forged(lambda f: f.write_text(originals[1 - files.index(f)]))  # each layer's signed entry under the other's key
     forged(lambda f: _resign(f, secret, bound=float("nan")))
+    forged(lambda f: _resign(f, secret, padding=" " * cache.MAX_ENTRY_BYTES))  # signed, but too large to read
     # each miss wrote the honest entry back, signed: reused again
     assert all(lb.reused for lb in _convs(_fresh(net)))
 

@@ -40,6 +40,8 @@ from ..errors import BadInputError
 VERSION = 4
 #: The shortest ``$LIPCERT_CACHE_KEY`` accepted.
 MIN_KEY_CHARS = 16
+#: Entries are a few hundred bytes; a larger file is a miss without being read.
+MAX_ENTRY_BYTES = 64 * 1024
 
 
 def cache_dir() -> Path | None:
@@ -146,6 +148,8 @@ def load(key: str, numbers: tuple[str, ...], texts: tuple[str, ...] = ()) -> dic
     if sec is None:
         return None
     try:
+        if path.stat().st_size > MAX_ENTRY_BYTES:
+            return None
         raw = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(raw, dict) or raw.get("key") != key or raw.get("version") != VERSION:
             return None
