@@ -276,3 +276,62 @@ def test_attack_refuses_a_bad_certificate_budget_in_one_line(tmp_path):
                                     "0.01", "--certificate-budget", "soon"])
     assert res.exit_code == 2 and res.stderr.strip().splitlines()[-1].startswith("Error:")
     assert "--certificate-budget" in res.stderr and "Traceback" not in res.stderr
+
+
+# --------------------------------------------------------------------------- analyze and suites: the same budget
+
+
+def _analyze(tmp_path, *extra: str) -> dict:  # type: ignore[type-arg]
+    _attack(tmp_path, "--limit", "1")  # writes the model and the data
+    res = CliRunner().invoke(main, ["analyze", str(tmp_path / "m.pt2"), "--data", str(tmp_path / "d.npz"), "--norm",
+                                    "linf", "--eps", "0.01,0.03", "--attacks", "pgd", "--steps", "20",
+                                    "--no-train-margins", "--json", "-", "-q", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def test_analyze_and_suites_spend_a_budget_on_certify_and_the_attacks_certify_first_alike(tmp_path):
+    """``analyze --certificate-budget`` (and a suite's ``certify.certificate_budget``) certify more points
+    with CROWN, and the attacks' certify-first uses the same radii: the points certify certifies are the
+    ones not attacked; without a budget both stay Lipschitz-only, as before."""
+    lip = _analyze(tmp_path)
+    auto = _analyze(tmp_path, "--certificate-budget", "unlimited")
+    r_lip = np.array(lip["certify"]["per_example"]["radius"])
+    r_auto = np.array(auto["certify"]["per_example"]["radius"])
+    assert (r_auto >= r_lip).all() and (r_auto > r_lip).any()
+    assert {"crown"} <= set(auto["certify"]["per_example"]["radius_method"])
+    assert set(lip["certify"]["per_example"]["radius_method"]) <= {"pairwise", None}
+    assert auto["certify"]["settings"]["certificate_budget"] == "unlimited"
+    for doc in (lip, auto):
+        cert, attack = doc["certify"], doc["attack"]
+        assert attack["per_example"]["radius"] == cert["per_example"]["radius"]  # one plan for both
+        assert attack["per_example"]["radius_method"] == cert["per_example"]["radius_method"]
+        for row in cert["results"]:
+            assert attack["certified_skipped"][f"{row['eps']:g}"] == row["certified_count"]
+        assert attack["violations"] == []
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"model: {tmp_path / 'm.pt2'}\ndata: {tmp_path / 'd.npz'}\nnorm: linf\neps: [0.01, 0.03]\n"
+                     "attacks: {names: [pgd], steps: 20}\nanalysis: {train_margins: false}\n"
+                     "certify: {certificate_budget: unlimited}\n")
+    res = CliRunner().invoke(main, ["run", str(suite), "--json", str(tmp_path / "run.json"), "-q"])
+    assert res.exit_code == 0, res.output
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["certify"]["per_example"]["radius"] == auto["certify"]["per_example"]["radius"]
+    assert run["certify"]["per_example"]["radius_method"] == auto["certify"]["per_example"]["radius_method"]
+
+
+@pytest.mark.parametrize("value", ["soon", "-3", "3 minutes", "true"])
+def test_a_suite_with_a_bad_certificate_budget_is_one_line_naming_the_key(tmp_path, value: str) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"model: m.pt2\nnorm: l2\ncertify:\n  certificate_budget: {value}\n")
+    res = CliRunner().invoke(main, ["run", str(suite)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: ") and "line 4: key 'certify.certificate_budget' must be a certificate budget" in line
+
+
+def test_analyze_refuses_a_bad_certificate_budget_in_one_line(tmp_path):
+    saved(_mlp(), SHAPE, tmp_path / "m.pt2")
+    res = CliRunner().invoke(main, ["analyze", str(tmp_path / "m.pt2"), "--data", "demo", "--norm", "linf",
+                                    "--certificate-budget", "soon"])
+    assert res.exit_code == 2 and "--certificate-budget" in res.stderr and "Traceback" not in res.stderr

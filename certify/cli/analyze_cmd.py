@@ -15,6 +15,7 @@ from ..defaults import (
 from ..threat import NORMS, parse_eps_list
 from .app import main
 from .options import (
+    budget_option,
     check_lipschitz_constant,
     data_options,
     int_list,
@@ -52,6 +53,10 @@ from .output import (
 @click.option("--restarts", type=int, default=1, show_default=True)
 @click.option("--certificate", type=click.Choice(CERTIFICATE_CHOICES + BOUND_CERTIFICATES),
               default=DEFAULT_CERTIFICATE, show_default=True)
+@click.option("--certificate-budget", default="0", show_default=True,
+              callback=lambda ctx, param, value: budget_option(value),
+              help="With auto, bound propagation (CROWN, α-CROWN) within this budget after the Lipschitz certificate, "
+                   "for certify and the attacks' certify-first: seconds (30s) or bound passes (200); 0: Lipschitz only.")
 @click.option("--lipschitz-constant", type=float, default=None)
 @click.option("--assume-lipschitz", is_flag=True)
 @click.option("--train-margins/--no-train-margins", default=True, show_default=True,
@@ -60,7 +65,8 @@ from .output import (
 @run_options
 def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoint: bool, norm: str,
             eps: tuple[str, ...], attack_names: tuple[str, ...], steps_text: tuple[str, ...], restarts: int,
-            certificate: str, lipschitz_constant: float | None, assume_lipschitz: bool, train_margins: bool,
+            certificate: str, certificate_budget: str, lipschitz_constant: float | None, assume_lipschitz: bool,
+            train_margins: bool,
             data_source: str | None, data_root: str | None, split: str, limit: int | None, batch_size: int,
             device: str, seed: int, json_path: str | None, quiet: bool) -> None:
     """Certify, attack and analyse one model: lipcert analyze model.pt2 --norm l2 --json results.json"""
@@ -81,6 +87,7 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     seed_everything(seed)
     opts = AnalyzeOptions(norm=norm, eps=eps_values, attacks=parse_names(attack_names),
                           steps=steps, restarts=restarts, certificate=certificate,
+                          certificate_budget=None if certificate_budget == "0" else certificate_budget,
                           lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
                           batch_size=batch_size, device=dev, seed=seed, argv=tuple(sys.argv[1:]))
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)

@@ -45,6 +45,9 @@ class AnalyzeOptions:
     steps: tuple[int, ...] = (100,)
     restarts: int = 1
     certificate: str = DEFAULT_CERTIFICATE  #: or "none" to skip certification
+    #: with certificate "auto": bound propagation (CROWN, α-CROWN) within this budget after the Lipschitz
+    #: certificate, for certify and the attacks' certify-first alike (None: the Lipschitz certificate alone)
+    certificate_budget: str | None = None
     lipschitz_constant: float | None = None
     assume_lipschitz: bool = False
     lipschitz: bool = True  #: run the Lipschitz analyser when it is available
@@ -115,7 +118,8 @@ def _plan(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[float], not
         return None
     kwargs = dict(norm=opts.norm, certificate=opts.certificate, lipschitz_constant=opts.lipschitz_constant,
                   assume_lipschitz=opts.assume_lipschitz, input_dim=int(np.prod(data.input_shape)),
-                  input_shape=tuple(data.input_shape), batch_sizes=batch_sizes_for(len(data), opts.batch_size))
+                  input_shape=tuple(data.input_shape), batch_sizes=batch_sizes_for(len(data), opts.batch_size),
+                  certificate_budget=opts.certificate_budget)
     if opts.certificate != "auto":  # a named rule that cannot be verified is the caller's error
         return plan_certificate(model, **kwargs)
     plan = plan_or_refusal(model, **kwargs)
@@ -134,7 +138,7 @@ def _certify_or_none(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[
     return certify(model, data, norm=opts.norm, eps=eps, certificate=opts.certificate,
                    lipschitz_constant=opts.lipschitz_constant, assume_lipschitz=opts.assume_lipschitz,
                    batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress, plan=plan,
-                   certificate_budget=None)  # the analyses' plan: the Lipschitz certificate (or the named one)
+                   certificate_budget=opts.certificate_budget)  # the plan was made with the same budget
 
 
 def _forward_json(model: Any, data: Any, opts: AnalyzeOptions) -> dict[str, Any]:
@@ -158,7 +162,8 @@ def external_reports(model: Any, data: Any, opts: AnalyzeOptions, eps: Sequence[
                        restarts=opts.restarts, certify_first=opts.certificate != "none",
                        certificate="auto" if opts.certificate == "none" else opts.certificate,
                        assume_lipschitz=opts.assume_lipschitz, min_distance=True,
-                       batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress, plan=plan)
+                       batch_size=opts.batch_size, device=opts.device, seed=opts.seed, progress=progress, plan=plan,
+                       certificate_budget=opts.certificate_budget)
         attack = attack_json(rep, list(opts.argv or ()))
         notes.extend(rep.notes)
     if opts.lipschitz:

@@ -35,6 +35,18 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_budget(v: Any) -> bool:
+    from ..budget import parse_budget
+
+    if not (isinstance(v, str) or (_is_int(v) and v >= 0)):
+        return False
+    try:
+        parse_budget(str(v))
+    except BadInputError:
+        return False
+    return True
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -55,6 +67,8 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "mapping": ("a mapping of keys to values", lambda v: isinstance(v, dict)),
     "eps-map": ("a mapping of ε to a threshold, like {0.1: 0.5}", lambda v: isinstance(v, dict)),
     "null": ("null", lambda v: v is None),
+    "budget": ("a certificate budget: seconds like 30s, bound passes like 200, 0 (Lipschitz only) or unlimited",
+               _is_budget),
 }
 
 MODEL_KEYS = {
@@ -90,9 +104,11 @@ SUITE_KEYS = {
     }),
     "norm": Field(("norm",), " or ".join(NORMS)),
     "eps": Field(("eps", "list"), "chosen ε (a value or a list)", items="eps"),
-    "certify": Field(("bool", "mapping"), "false to skip; or {certificate, lipschitz_constant, assume_lipschitz}",
-                     keys={
+    "certify": Field(("bool", "mapping"), "false to skip; or {certificate, certificate_budget, lipschitz_constant, "
+                     "assume_lipschitz}", keys={
                          "certificate": Field(("str",), "auto, l2-multi, l2-single or linf-dist"),
+                         "certificate_budget": Field(("budget",), "auto: bound propagation (CROWN, α-CROWN) within "
+                                                     "it after the Lipschitz certificate; default 0: Lipschitz only"),
                          "lipschitz_constant": Field(("positive",), "Lipschitz constant L"),
                          "assume_lipschitz": Field(("bool",), "certify under an unverified property"),
                      }),

@@ -83,6 +83,8 @@ class Suite:
     device: str
     batch_size: int
     source: str = ""  #: the suite file
+    #: auto: bound propagation within it after the Lipschitz certificate (None: Lipschitz only)
+    certificate_budget: str | None = None
 
 
 def load_suite(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> Suite:
@@ -122,7 +124,18 @@ def suite_from_dict(raw: Mapping[str, Any], where: str, overrides: Mapping[str, 
         json_path=ov.get("json_path", output.get("json")), pdf_path=ov.get("pdf_path", report.get("pdf")),
         md_path=ov.get("md_path", report.get("md")), gates=raw.get("gates"),
         seed=ov.get("seed", raw.get("seed", DEFAULT_SEED)), device=ov.get("device", raw.get("device", DEFAULT_DEVICE)),
-        batch_size=ov.get("batch_size", raw.get("batch_size", DEFAULT_BATCH_SIZE)), source=where)
+        batch_size=ov.get("batch_size", raw.get("batch_size", DEFAULT_BATCH_SIZE)), source=where,
+        certificate_budget=_budget(ov.get("certificate_budget", cert_cfg.get("certificate_budget"))))
+
+
+def _budget(value: Any) -> str | None:
+    """The suite's certificate budget in its canonical text; None (Lipschitz only) for absent or 0."""
+    from ..budget import parse_budget
+
+    if value is None:
+        return None
+    text = parse_budget(str(value)).text
+    return None if text == "0" else text
 
 
 def _norm(raw: Mapping[str, Any], ov: Mapping[str, Any], where: str) -> Norm:
@@ -242,6 +255,7 @@ def _analyze_options(suite: Suite, device: Any, argv: Sequence[str] | None) -> A
 
     return AnalyzeOptions(norm=suite.norm, eps=suite.eps, attacks=suite.attacks, steps=suite.steps,
                           restarts=suite.restarts, certificate=suite.certificate if suite.certify else "none",
+                          certificate_budget=suite.certificate_budget,
                           lipschitz_constant=suite.lipschitz_constant, assume_lipschitz=suite.assume_lipschitz,
                           lipschitz=suite.lipschitz, delegate_accuracy=suite.delegate_accuracy,
                           batch_size=suite.batch_size, device=device, seed=suite.seed,
