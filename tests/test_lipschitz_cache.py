@@ -10,9 +10,12 @@ import json
 import os
 import stat
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from certify.errors import BadInputError
@@ -226,3 +229,45 @@ def test_the_cli_reports_reused_layers_and_a_bad_key(on_disk, monkeypatch) -> No
     monkeypatch.setenv("LIPCERT_CONV_EXACT_FLOPS", "lots")
     res = CliRunner().invoke(main, ["lipschitz", str(tmp_path / "cnn.pt2"), "--data", data])
     assert res.exit_code == 2 and res.stderr.startswith("Error: LIPCERT_CONV_EXACT_FLOPS must be a number")
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     max_leaves=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(field=st.sampled_from(["bound", "estimate", "method", "key", "version", "mac", "extra"]),
+       value=_JSON, drop=st.booleans())
+def test_any_edit_of_a_signed_entry_is_a_miss(field: str, value, drop: bool) -> None:  # type: ignore[no-untyped-def]
+    """Fuzz: change, add or drop any one field of a signed entry: load() accepts it only when the content
+    it signed is unchanged."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        old = {k: os.environ.get(k) for k in ("LIPCERT_CACHE_DIR", "XDG_CONFIG_HOME", "LIPCERT_CACHE_KEY")}
+        os.environ.update(LIPCERT_CACHE_DIR=f"{tmp}/cache", XDG_CONFIG_HOME=f"{tmp}/config")
+        os.environ.pop("LIPCERT_CACHE_KEY", None)
+        try:
+            key = cache.tensor_key("conv-l2", torch.ones(2, 2), {"stride": [1, 1]})
+            honest = {"bound": 1.5, "estimate": 1.25, "method": "fourier"}
+            cache.store(key, honest)
+            path = next(Path(tmp, "cache").rglob("*.json"))
+            raw = json.loads(path.read_text())
+            before = dict(raw)
+            if drop:
+                raw.pop(field, None)
+            else:
+                raw[field] = value
+            path.write_text(json.dumps(raw))
+            got = cache.load(key, ("bound", "estimate"), ("method",))
+            if raw == before:
+                assert got == honest
+            else:
+                assert got is None, (field, value, drop)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
