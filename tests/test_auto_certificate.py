@@ -318,6 +318,11 @@ def test_analyze_and_suites_spend_a_budget_on_certify_and_the_attacks_certify_fi
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["certify"]["per_example"]["radius"] == auto["certify"]["per_example"]["radius"]
     assert run["certify"]["per_example"]["radius_method"] == auto["certify"]["per_example"]["radius_method"]
+    res = CliRunner().invoke(main, ["run", str(suite), "--certificate-budget", "0", "--json", str(tmp_path / "r0.json"),
+                                    "-q"])  # the flag overrides the file: Lipschitz only again
+    assert res.exit_code == 0, res.output
+    run0 = json.loads((tmp_path / "r0.json").read_text())
+    assert run0["certify"]["per_example"]["radius"] == lip["certify"]["per_example"]["radius"]
 
 
 @pytest.mark.parametrize("value", ["soon", "-3", "3 minutes", "true"])
@@ -330,8 +335,11 @@ def test_a_suite_with_a_bad_certificate_budget_is_one_line_naming_the_key(tmp_pa
     assert line.startswith("Error: ") and "line 4: key 'certify.certificate_budget' must be a certificate budget" in line
 
 
-def test_analyze_refuses_a_bad_certificate_budget_in_one_line(tmp_path):
+@pytest.mark.parametrize("command", ["analyze", "run"])
+def test_analyze_and_run_refuse_a_bad_certificate_budget_in_one_line(tmp_path, command: str):
     saved(_mlp(), SHAPE, tmp_path / "m.pt2")
-    res = CliRunner().invoke(main, ["analyze", str(tmp_path / "m.pt2"), "--data", "demo", "--norm", "linf",
-                                    "--certificate-budget", "soon"])
+    (tmp_path / "s.yaml").write_text(f"model: {tmp_path / 'm.pt2'}\nnorm: linf\n")
+    target = [str(tmp_path / "m.pt2"), "--data", "demo", "--norm", "linf"] if command == "analyze" else [
+        str(tmp_path / "s.yaml")]
+    res = CliRunner().invoke(main, [command, *target, "--certificate-budget", "soon"])
     assert res.exit_code == 2 and "--certificate-budget" in res.stderr and "Traceback" not in res.stderr

@@ -14,6 +14,7 @@ from ..defaults import (
 from ..threat import NORMS, parse_eps_list
 from .app import fail, main
 from .options import (
+    budget_option,
     int_list,
     option_group,
     parse_names,
@@ -54,6 +55,9 @@ gate_output_options = option_group(
 @click.option("--attacks", "attack_names", multiple=True, help="Override the attacks ('none' skips them).")
 @click.option("--steps", "steps_text", multiple=True, help="Override attack iterations (comma-separated or repeated).")
 @click.option("--batch-size", type=int, default=None)
+@click.option("--certificate-budget", default=None,
+              callback=lambda ctx, param, value: None if value is None else budget_option(value),
+              help="Override the suite's certify.certificate_budget (30s, 200 bound passes, 0 or unlimited).")
 @click.option("--device", default=None, help="auto, cpu or cuda.")
 @click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None)
 @click.option("--json", "json_path", default=None, help="Results JSON path ({name} = model name).")
@@ -62,7 +66,8 @@ gate_output_options = option_group(
 @gate_output_options
 def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_source: str | None,
                 data_root: str | None, split: str | None, limit: int | None, attack_names: tuple[str, ...],
-                steps_text: tuple[str, ...], batch_size: int | None, device: str | None, seed: int | None,
+                steps_text: tuple[str, ...], batch_size: int | None, certificate_budget: str | None,
+                device: str | None, seed: int | None,
                 json_path: str | None, pdf_path: str | None, md_path: str | None, junit_path: str | None,
                 summary_md_path: str | None, quiet: bool) -> None:
     """Run a YAML suite and its gates: lipcert run suite.yaml --junit gates.xml"""
@@ -77,7 +82,7 @@ def run_command(suite_path: str, norm: str | None, eps: tuple[str, ...], data_so
                      split=split, limit=limit, attacks=parse_names(attack_names),
                      steps=int_list("--steps", steps_text) if steps_text else None,
                      batch_size=batch_size, device=device, seed=seed, json_path=json_path, pdf_path=pdf_path,
-                     md_path=md_path)
+                     md_path=md_path, certificate_budget=certificate_budget)
     from ..io import output_set
 
     suite = load_suite(suite_path, overrides)
