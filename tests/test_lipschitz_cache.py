@@ -271,3 +271,19 @@ def test_any_edit_of_a_signed_entry_is_a_miss(field: str, value, drop: bool) -> 
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+def test_concurrent_first_runs_agree_on_one_key(tmp_path) -> None:
+    """Several processes creating the key file at once (torchrun ranks on a fresh machine) all end up with
+    the same complete key, so each can read what the others signed."""
+    import subprocess
+
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"))
+    env.pop("LIPCERT_CACHE_KEY", None)
+    code = "from certify.lipschitz import cache; print(cache.secret().decode())"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    keys = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(keys) == 1 and len(keys.pop()) == 64
+    assert [f.name for f in (tmp_path / "config" / "lipcert").iterdir()] == ["cache.key"]  # no temporaries left
