@@ -37,6 +37,15 @@ class BudgetSpec:
         return self.passes == 0 or self.seconds == 0
 
 
+def budget_or_none(value: object) -> str | None:
+    """A budget in its canonical text, or None when absent or ``0`` (the Lipschitz certificate alone: no
+    budget recorded in the settings)."""
+    if value is None:
+        return None
+    text = parse_budget(str(value)).text
+    return None if text == "0" else text
+
+
 def parse_budget(text: str) -> BudgetSpec:
     """``30s``, ``1.5s``, ``200`` (bound passes), ``0`` (no bound propagation) or ``unlimited``."""
     s = str(text).strip().lower()

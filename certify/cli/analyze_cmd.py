@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..budget import budget_or_none
 from ..defaults import (
     BOUND_CERTIFICATES,
     CERTIFICATE_CHOICES,
@@ -87,7 +88,7 @@ def analyze(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpo
     seed_everything(seed)
     opts = AnalyzeOptions(norm=norm, eps=eps_values, attacks=parse_names(attack_names),
                           steps=steps, restarts=restarts, certificate=certificate,
-                          certificate_budget=None if certificate_budget == "0" else certificate_budget,
+                          certificate_budget=budget_or_none(certificate_budget),
                           lipschitz_constant=lipschitz_constant, assume_lipschitz=assume_lipschitz,
                           batch_size=batch_size, device=dev, seed=seed, argv=tuple(sys.argv[1:]))
     loaded = load_model_from_options(model, arch, arch_kwargs, trust_checkpoint, dev)

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..budget import budget_or_none
 from ..defaults import (
     BOUND_CERTIFICATES,
     CERTIFICATE_CHOICES,
@@ -117,7 +118,7 @@ def attack(model: str, arch: str | None, arch_kwargs: str | None, trust_checkpoi
             report = evaluate(loaded, data, norm=norm, eps=eps_values, attacks=names, steps=steps,
                               restarts=restarts, certify_first=not no_certify_first, cascade=not independent,
                               certificate=certificate,
-                              certificate_budget=None if certificate_budget == "0" else certificate_budget,
+                              certificate_budget=budget_or_none(certificate_budget),
                               assume_lipschitz=assume_lipschitz, check_certificates=check_certificates,
                               batch_size=batch_size, device=dev, seed=seed, progress=progress, resume=resume)
     except CertificateViolation as err:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from ..budget import budget_or_none
 from ..defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CERTIFICATE,
@@ -125,17 +126,7 @@ def suite_from_dict(raw: Mapping[str, Any], where: str, overrides: Mapping[str, 
         md_path=ov.get("md_path", report.get("md")), gates=raw.get("gates"),
         seed=ov.get("seed", raw.get("seed", DEFAULT_SEED)), device=ov.get("device", raw.get("device", DEFAULT_DEVICE)),
         batch_size=ov.get("batch_size", raw.get("batch_size", DEFAULT_BATCH_SIZE)), source=where,
-        certificate_budget=_budget(ov.get("certificate_budget", cert_cfg.get("certificate_budget"))))
-
-
-def _budget(value: Any) -> str | None:
-    """The suite's certificate budget in its canonical text; None (Lipschitz only) for absent or 0."""
-    from ..budget import parse_budget
-
-    if value is None:
-        return None
-    text = parse_budget(str(value)).text
-    return None if text == "0" else text
+        certificate_budget=budget_or_none(ov.get("certificate_budget", cert_cfg.get("certificate_budget"))))
 
 
 def _norm(raw: Mapping[str, Any], ov: Mapping[str, Any], where: str) -> Norm:

@@ -113,7 +113,6 @@ def matrix_power_estimate(m: torch.Tensor, iterations: int = LIPSCHITZ_POWER_ITE
     return power_iteration(lambda v: w @ v, lambda u: w.T @ u, (w.shape[1],), iterations, device=w.device)
 
 
-
 def lanczos_top(apply: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, steps: int,
                 tol: float) -> tuple[float, torch.Tensor]:
     """Lanczos with full reorthogonalisation on a symmetric operator ``apply`` from the unit vector

@@ -190,14 +190,15 @@ def _group_bound(spec: ConvSpec, window: tuple[int, int, int, int], b: torch.Ten
     eye = torch.eye(n, dtype=torch.float64, device=dev)
     t_diag = float(torch.diagonal(t).abs().max())
 
-    def h_matrix(mu: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def h_matrix(mu: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Ĥ, D′, the computed inverse of D′ that Ĥ was formed with)."""
         e1 = err_t + 4 * _U * (mu + t_diag)
         dp = -t
         dp.diagonal().add_(mu - e1)
         e_inv = torch.cholesky_inverse(torch.linalg.cholesky(dp))
         e_inv = (e_inv + e_inv.T) / 2
         d = phi.mH @ (e_inv.to(phi.dtype) @ phi)
-        return d[col_freq][:, col_freq] * gz / s, dp
+        return d[col_freq][:, col_freq] * gz / s, dp, e_inv
 
     # λ_max of the majorant T_ρ⊗I + LLᴴ (Lanczos; an estimate: the certificate decides)
     def majorant(y: torch.Tensor) -> torch.Tensor:  # y: (o₁o₂, co) real
@@ -222,7 +223,7 @@ def _certify(mu: float, h_matrix, n: int, eye: torch.Tensor, z_fro2: float,  # t
              phi2: float, co: int, s: int) -> bool:
     """Steps (iii)–(v) of the module docs at μ: True when λ_max(VVᵀ) ≤ μ is proven."""
     try:
-        h, dp = h_matrix(mu)
+        h, dp, e_inv = h_matrix(mu)
     except RuntimeError:
         return False
     # λ_min(D′) ≥ δ_c > 0
@@ -234,8 +235,6 @@ def _certify(mu: float, h_matrix, n: int, eye: torch.Tensor, z_fro2: float,  # t
     delta_c = delta - slack
     if not (bool(ok.all()) and delta_c > 0):
         return False
-    e_inv = torch.cholesky_inverse(torch.linalg.cholesky(dp))
-    e_inv = (e_inv + e_inv.T) / 2
     resid = eye - dp @ e_inv
     r_norm = (float(resid.norm()) * (1 + 2 * _U) + _gamma(n) * float((dp.abs() @ e_inv.abs()).norm())) * (1 + 1e-6)
     eta = r_norm / delta_c * (1 + 1e-6)
